@@ -1,0 +1,87 @@
+// Validation of the typed configs: every rejection names the option as the user typed it.
+#include "core/config.h"
+
+#include <cmath>
+
+#include "core/error.h"
+
+namespace castor {
+
+Family parse_family(const std::string& s) {
+  if (s == "gpt2") return Family::kGpt2;
+  if (s == "llama") return Family::kLlama;
+  CASTOR_FAIL("--model.family: unknown family '", s, "' (expected gpt2 or llama)");
+}
+
+std::string family_name(Family f) { return f == Family::kGpt2 ? "gpt2" : "llama"; }
+
+int64_t ModelConfig::ffn_dim() const {
+  if (d_ff > 0) return d_ff;
+  if (family == Family::kGpt2) return 4 * d_model;
+  int64_t f = (8 * d_model / 3 + 63) / 64 * 64;
+  return f;
+}
+
+void ModelConfig::validate() const {
+  CASTOR_CHECK(vocab_size > 0, "--model.vocab_size must be positive (got ", vocab_size, ")");
+  CASTOR_CHECK(d_model > 0, "--model.d_model must be positive (got ", d_model, ")");
+  CASTOR_CHECK(n_layers > 0, "--model.n_layers must be positive (got ", n_layers, ")");
+  CASTOR_CHECK(n_heads > 0, "--model.n_heads must be positive (got ", n_heads, ")");
+  CASTOR_CHECK(d_model % n_heads == 0, "--model.n_heads (", n_heads, ") must divide --model.d_model (",
+               d_model, ")");
+  CASTOR_CHECK(n_kv_heads >= 0, "--model.n_kv_heads must be >= 0 (got ", n_kv_heads, ")");
+  CASTOR_CHECK(n_heads % kv_heads() == 0, "--model.n_kv_heads (", kv_heads(),
+               ") must divide --model.n_heads (", n_heads, ")");
+  CASTOR_CHECK(family == Family::kGpt2 || head_dim() % 2 == 0,
+               "RoPE needs an even head dimension (d_model / n_heads = ", head_dim(), ")");
+  CASTOR_CHECK(d_ff >= 0, "--model.d_ff must be >= 0 (got ", d_ff, ")");
+  CASTOR_CHECK(max_seq_len > 0, "--model.max_seq_len must be positive (got ", max_seq_len, ")");
+  CASTOR_CHECK(norm_eps > 0 && std::isfinite(norm_eps), "--model.norm_eps must be positive (got ", norm_eps, ")");
+  CASTOR_CHECK(rope_theta > 0 && std::isfinite(rope_theta), "--model.rope_theta must be positive (got ", rope_theta, ")");
+  CASTOR_CHECK(init_std > 0 && std::isfinite(init_std), "--model.init_std must be positive (got ", init_std, ")");
+}
+
+int64_t ModelConfig::non_embedding_params() const {
+  int64_t C = d_model, hd = head_dim();
+  int64_t qkv = C * (n_heads + 2 * kv_heads()) * hd;
+  int64_t attn_out = C * C;
+  int64_t F = ffn_dim();
+  int64_t per_layer = 0;
+  if (family == Family::kGpt2) {
+    per_layer = qkv + (n_heads + 2 * kv_heads()) * hd + attn_out + C + 2 * C * F + F + C + 4 * C;
+  } else {
+    per_layer = qkv + attn_out + 3 * C * F + 2 * C;
+  }
+  return n_layers * per_layer + (family == Family::kGpt2 ? 2 * C : C);
+}
+
+void OptimConfig::validate() const {
+  CASTOR_CHECK(std::isfinite(lr) && lr > 0, "--optim.lr must be positive (got ", lr, ")");
+  CASTOR_CHECK(std::isfinite(min_lr) && min_lr >= 0 && min_lr <= lr,
+               "--optim.min_lr must be in [0, --optim.lr] (got ", min_lr, ")");
+  CASTOR_CHECK(warmup_steps >= 0, "--optim.warmup_steps must be >= 0 (got ", warmup_steps, ")");
+  CASTOR_CHECK(std::isfinite(weight_decay) && weight_decay >= 0,
+               "--optim.weight_decay must be >= 0 (got ", weight_decay, ")");
+  CASTOR_CHECK(beta1 >= 0 && beta1 < 1, "--optim.beta1 must be in [0, 1) (got ", beta1, ")");
+  CASTOR_CHECK(beta2 >= 0 && beta2 < 1, "--optim.beta2 must be in [0, 1) (got ", beta2, ")");
+  CASTOR_CHECK(eps > 0 && std::isfinite(eps), "--optim.eps must be positive (got ", eps, ")");
+  CASTOR_CHECK(grad_clip >= 0 && std::isfinite(grad_clip), "--optim.grad_clip must be >= 0 (got ", grad_clip, ")");
+}
+
+void TrainConfig::validate(const ModelConfig& model) const {
+  CASTOR_CHECK(steps > 0, "--train.steps must be positive (got ", steps, ")");
+  CASTOR_CHECK(micro_batch > 0, "--train.micro_batch must be positive (got ", micro_batch, ")");
+  CASTOR_CHECK(seq_len > 0, "--train.seq_len must be positive (got ", seq_len, ")");
+  CASTOR_CHECK(seq_len <= model.max_seq_len, "--train.seq_len (", seq_len,
+               ") exceeds --model.max_seq_len (", model.max_seq_len, ")");
+  CASTOR_CHECK(grad_accum > 0, "--train.grad_accum must be positive (got ", grad_accum, ")");
+  CASTOR_CHECK(log_every > 0, "--train.log_every must be positive (got ", log_every, ")");
+  CASTOR_CHECK(eval_every >= 0, "--train.eval_every must be >= 0 (got ", eval_every, ")");
+  CASTOR_CHECK(eval_batches > 0, "--train.eval_batches must be positive (got ", eval_batches, ")");
+  CASTOR_CHECK(ckpt_every >= 0, "--train.ckpt_every must be >= 0 (got ", ckpt_every, ")");
+  CASTOR_CHECK(threads >= 0, "--train.threads must be >= 0 (got ", threads, ")");
+  CASTOR_CHECK(!train_data.empty(), "--data.train is required (a shard file or a directory of shards)");
+  CASTOR_CHECK(!resume || !out_dir.empty(), "--train.resume needs --train.out_dir");
+}
+
+}  // namespace castor

@@ -1,0 +1,32 @@
+// Causal self-attention: fused qkv projection -> (RoPE on q, k for Llama) -> scaled
+// dot-product attention with grouped-query heads -> output projection. The qkv layer's
+// pieces and the output layer come from the caller (who owns the naming).
+#pragma once
+#include <memory>
+#include <vector>
+
+#include "core/config.h"
+#include "core/nn/linear.h"
+#include "kernels/cpu/attention.h"
+
+namespace castor::nn {
+
+class Attention final : public Module {
+ public:
+  Attention(ParamStore& store, Backend& backend, const ModelConfig& cfg, int64_t max_B,
+            int64_t max_T, const std::vector<Linear::Piece>& qkv, const Linear::Piece& out,
+            float out_init_std);
+  Tensor forward(const Pass& pass, Tensor x) override;
+  Tensor backward(const Pass& pass, Tensor dy) override;
+
+ private:
+  kernels::cpu::AttentionShape shape(const Pass& pass) const;
+  int64_t H_, KVH_, D_;
+  bool rope_;
+  std::unique_ptr<Linear> qkv_, proj_;
+  Buffer out_, lse_, dout_, scratch_, rope_table_;
+  size_t scratch_floats_ = 0;
+  float* qkv_act_ = nullptr;  // post-RoPE q, k and v (owned by qkv_)
+};
+
+}  // namespace castor::nn

@@ -1,0 +1,73 @@
+// Block: Hugging Face naming per family, residual adds in forward and backward.
+#include "core/nn/block.h"
+
+#include <cmath>
+#include <string>
+
+#include "kernels/cpu/elementwise.h"
+
+namespace castor::nn {
+
+namespace kc = kernels::cpu;
+
+Block::Block(ParamStore& store, Backend& backend, const ModelConfig& cfg, int64_t layer,
+             int64_t max_B, int64_t max_T)
+    : C_(cfg.d_model) {
+  const int64_t rows = max_B * max_T, hd = cfg.head_dim(), H = cfg.n_heads, KVH = cfg.kv_heads();
+  // GPT-2 scheme: residual-stream projections get std / sqrt(2 * n_layers).
+  const float proj_std = cfg.init_std / std::sqrt(2.0f * float(cfg.n_layers));
+  const std::string L = std::to_string(layer);
+  if (cfg.family == Family::kGpt2) {
+    const std::string p = "transformer.h." + L;
+    norm1_ = std::make_unique<Norm>(store, backend, rows, C_, cfg.family, p + ".ln_1", cfg.norm_eps);
+    attn_ = std::make_unique<Attention>(
+        store, backend, cfg, max_B, max_T,
+        std::vector<Linear::Piece>{{p + ".attn.c_attn.weight", p + ".attn.c_attn.bias", (H + 2 * KVH) * hd}},
+        Linear::Piece{p + ".attn.c_proj.weight", p + ".attn.c_proj.bias", C_}, proj_std);
+    norm2_ = std::make_unique<Norm>(store, backend, rows, C_, cfg.family, p + ".ln_2", cfg.norm_eps);
+    mlp_ = std::make_unique<Mlp>(store, backend, cfg, rows,
+                                 std::vector<Linear::Piece>{{p + ".mlp.c_fc.weight", p + ".mlp.c_fc.bias", cfg.ffn_dim()}},
+                                 Linear::Piece{p + ".mlp.c_proj.weight", p + ".mlp.c_proj.bias", C_}, proj_std);
+  } else {
+    const std::string p = "model.layers." + L;
+    norm1_ = std::make_unique<Norm>(store, backend, rows, C_, cfg.family, p + ".input_layernorm", cfg.norm_eps);
+    attn_ = std::make_unique<Attention>(store, backend, cfg, max_B, max_T,
+                                        std::vector<Linear::Piece>{{p + ".self_attn.q_proj.weight", "", H * hd},
+                                                                   {p + ".self_attn.k_proj.weight", "", KVH * hd},
+                                                                   {p + ".self_attn.v_proj.weight", "", KVH * hd}},
+                                        Linear::Piece{p + ".self_attn.o_proj.weight", "", C_}, proj_std);
+    norm2_ = std::make_unique<Norm>(store, backend, rows, C_, cfg.family, p + ".post_attention_layernorm",
+                                    cfg.norm_eps);
+    mlp_ = std::make_unique<Mlp>(store, backend, cfg, rows,
+                                 std::vector<Linear::Piece>{{p + ".mlp.gate_proj.weight", "", cfg.ffn_dim()},
+                                                            {p + ".mlp.up_proj.weight", "", cfg.ffn_dim()}},
+                                 Linear::Piece{p + ".mlp.down_proj.weight", "", C_}, proj_std);
+  }
+  const size_t bytes = size_t(rows * C_) * sizeof(float);
+  res1_ = Buffer(backend, bytes);
+  res2_ = Buffer(backend, bytes);
+  dres1_ = Buffer(backend, bytes);
+  dx_ = Buffer(backend, bytes);
+}
+
+Tensor Block::forward(const Pass& pass, Tensor x) {
+  const int64_t n = pass.rows() * C_;
+  Tensor a = attn_->forward(pass, norm1_->forward(pass, x));
+  CASTOR_KERNEL_CHECK(kc::add(res1_.f32(), x.f32(), a.f32(), n));
+  Tensor r1 = rows_view(res1_.f32(), pass.rows(), C_);
+  Tensor m = mlp_->forward(pass, norm2_->forward(pass, r1));
+  CASTOR_KERNEL_CHECK(kc::add(res2_.f32(), res1_.f32(), m.f32(), n));
+  return rows_view(res2_.f32(), pass.rows(), C_);
+}
+
+Tensor Block::backward(const Pass& pass, Tensor dy) {
+  const int64_t n = pass.rows() * C_;
+  Tensor dn2 = norm2_->backward(pass, mlp_->backward(pass, dy));
+  CASTOR_KERNEL_CHECK(kc::add(dres1_.f32(), dy.f32(), dn2.f32(), n));
+  Tensor dr1 = rows_view(dres1_.f32(), pass.rows(), C_);
+  Tensor dn1 = norm1_->backward(pass, attn_->backward(pass, dr1));
+  CASTOR_KERNEL_CHECK(kc::add(dx_.f32(), dres1_.f32(), dn1.f32(), n));
+  return rows_view(dx_.f32(), pass.rows(), C_);
+}
+
+}  // namespace castor::nn

@@ -1,0 +1,30 @@
+// Module: the explicit forward/backward contract every layer follows.
+// forward(pass, x) -> y caches what backward needs; backward(pass, dy) -> dx overwrites
+// (=) the input gradient and accumulates (+=) parameter gradients into the ParamStore's
+// grad arena. Outputs are views into buffers the module owns, sized at construction for
+// at most max_rows = micro_batch * seq_len rows, valid until the next forward/backward.
+#pragma once
+#include <cstdint>
+
+#include "core/tensor.h"
+
+namespace castor::nn {
+
+// One pass over a (B, T) batch of token rows.
+struct Pass {
+  int64_t B = 0;
+  int64_t T = 0;
+  int64_t rows() const { return B * T; }
+};
+
+class Module {
+ public:
+  virtual ~Module() = default;
+  virtual Tensor forward(const Pass& pass, Tensor x) = 0;
+  virtual Tensor backward(const Pass& pass, Tensor dy) = 0;
+};
+
+// Buffer of rows x cols floats viewed as a 2-D tensor of the given rows.
+inline Tensor rows_view(float* data, int64_t rows, int64_t cols) { return f32_tensor(data, {rows, cols}); }
+
+}  // namespace castor::nn

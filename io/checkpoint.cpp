@@ -1,0 +1,114 @@
+// Checkpoint save/load: params under "model/<name>", moments under "optim/exp_avg/<name>"
+// and "optim/exp_avg_sq/<name>", scalars as attributes (see docs/data-format.md).
+#include "io/checkpoint.h"
+
+#include <cstdio>
+#include <vector>
+
+#include "core/error.h"
+#include "io/checkpoint_file.h"
+
+namespace castor::io {
+namespace {
+
+std::vector<int64_t> dims(const Shape& s) {
+  std::vector<int64_t> d;
+  for (int i = 0; i < s.rank(); ++i) d.push_back(s[i]);
+  return d;
+}
+
+void write_model_config(CheckpointWriter& w, const ModelConfig& m) {
+  w.write_string("model.family", family_name(m.family));
+  w.write_int64("model.vocab_size", m.vocab_size);
+  w.write_int64("model.d_model", m.d_model);
+  w.write_int64("model.n_layers", m.n_layers);
+  w.write_int64("model.n_heads", m.n_heads);
+  w.write_int64("model.n_kv_heads", m.kv_heads());
+  w.write_int64("model.d_ff", m.ffn_dim());
+  w.write_int64("model.max_seq_len", m.max_seq_len);
+  w.write_double("model.norm_eps", m.norm_eps);
+  w.write_double("model.rope_theta", m.rope_theta);
+  w.write_double("model.init_std", m.init_std);
+}
+
+}  // namespace
+
+std::string checkpoint_path(const std::string& dir, int64_t step) {
+  char name[32];
+  std::snprintf(name, sizeof(name), "step_%08lld.h5", static_cast<long long>(step));
+  return dir + "/" + name;
+}
+
+void save_checkpoint(const std::string& path, const ModelConfig& model, const ParamStore& store,
+                     const AdamW* optim, const TrainState& state) {
+  CheckpointWriter w(path);
+  write_model_config(w, model);
+  w.write_int64("train.step", state.step);
+  w.write_int64("train.seed", int64_t(state.seed));
+  w.write_int64("loader.epoch", state.cursor.epoch);
+  w.write_int64("loader.index", state.cursor.index);
+  for (const Param& p : store.params()) {
+    w.write_tensor("model/" + p.name, dims(p.shape), p.w);
+    if (optim) {
+      w.write_tensor("optim/exp_avg/" + p.name, dims(p.shape), optim->exp_avg() + p.offset);
+      w.write_tensor("optim/exp_avg_sq/" + p.name, dims(p.shape), optim->exp_avg_sq() + p.offset);
+    }
+  }
+  if (optim) w.write_int64("optim.step", optim->steps_taken());
+  w.commit();
+}
+
+ModelConfig read_model_config(const std::string& path) {
+  CheckpointReader r(path);
+  ModelConfig m;
+  m.family = parse_family(r.read_string("model.family"));
+  m.vocab_size = r.read_int64("model.vocab_size");
+  m.d_model = r.read_int64("model.d_model");
+  m.n_layers = r.read_int64("model.n_layers");
+  m.n_heads = r.read_int64("model.n_heads");
+  m.n_kv_heads = r.read_int64("model.n_kv_heads");
+  m.d_ff = r.read_int64("model.d_ff");
+  m.max_seq_len = r.read_int64("model.max_seq_len");
+  m.norm_eps = float(r.read_double("model.norm_eps"));
+  m.rope_theta = float(r.read_double("model.rope_theta"));
+  m.init_std = float(r.read_double("model.init_std"));
+  try {
+    m.validate();
+  } catch (const Error& e) {
+    CASTOR_FAIL(path, ": stored model config is invalid: ", e.what());
+  }
+  return m;
+}
+
+void load_checkpoint(const std::string& path, const ModelConfig& model, ParamStore& store, AdamW* optim,
+                     TrainState* state) {
+  const ModelConfig saved = read_model_config(path);
+  auto same = [&](const char* field, auto a, auto b) {
+    CASTOR_CHECK(a == b, path, ": checkpoint has --model.", field, " = ", a, " but the run has ", b);
+  };
+  same("family", family_name(saved.family), family_name(model.family));
+  same("vocab_size", saved.vocab_size, model.vocab_size);
+  same("d_model", saved.d_model, model.d_model);
+  same("n_layers", saved.n_layers, model.n_layers);
+  same("n_heads", saved.n_heads, model.n_heads);
+  same("n_kv_heads", saved.kv_heads(), model.kv_heads());
+  same("d_ff", saved.ffn_dim(), model.ffn_dim());
+  same("max_seq_len", saved.max_seq_len, model.max_seq_len);
+  CheckpointReader r(path);
+  for (Param& p : store.params()) {
+    r.read_tensor("model/" + p.name, dims(p.shape), p.w);
+    if (optim) {
+      r.read_tensor("optim/exp_avg/" + p.name, dims(p.shape), optim->exp_avg() + p.offset);
+      r.read_tensor("optim/exp_avg_sq/" + p.name, dims(p.shape), optim->exp_avg_sq() + p.offset);
+    }
+  }
+  if (optim) optim->set_steps_taken(r.read_int64("optim.step"));
+  if (state) {
+    state->step = r.read_int64("train.step");
+    state->seed = uint64_t(r.read_int64("train.seed"));
+    state->cursor.epoch = r.read_int64("loader.epoch");
+    state->cursor.index = r.read_int64("loader.index");
+  }
+}
+
+}  // namespace castor::io

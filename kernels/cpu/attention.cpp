@@ -1,0 +1,211 @@
+// Causal grouped-query attention on the CPU, flash-attention style: each thread takes a
+// block of query rows, forms its scores against the keys up to the block's end with one
+// sgemm, softmaxes them in place and multiplies by V; backward recomputes P from the
+// saved log-sum-exp. Forward runs over (batch, head, query block); backward over
+// (batch, kv head) so that each kv head's dK/dV is summed by one thread in a fixed order.
+#include "kernels/cpu/attention.h"
+
+#include <cblas.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <cstring>
+
+namespace castor::kernels::cpu {
+namespace {
+
+// Query rows per tile: large enough for sgemm to run near peak, small enough that the
+// causal waste (keys past the diagonal inside the block) stays small.
+#ifndef BQ
+#define BQ 64
+#endif
+constexpr int64_t kBlockRows = BQ;
+
+int64_t block_rows(const AttentionShape& s) { return std::min<int64_t>(kBlockRows, s.T); }
+
+// Per-thread tiles: scores/probabilities (bq x T) and dP/dS (bq x T).
+size_t per_thread_floats(const AttentionShape& s) {
+  return size_t(2 * block_rows(s) * s.T);
+}
+
+bool valid_shape(const AttentionShape& s) {
+  return s.B > 0 && s.T > 0 && s.H > 0 && s.KVH > 0 && s.D > 0 && s.H % s.KVH == 0;
+}
+
+// exp(x) for x <= 0 (the softmax argument after subtracting the row max), written so
+// that the compiler vectorises the loops calling it. Cephes polynomial, ~1 ulp; inputs
+// below -87 return 0.
+inline float exp_nonpositive(float x) {
+  const float xc = std::max(x, -87.0f);
+  const float n = std::floor(xc * 1.44269504088896341f + 0.5f);
+  float r = xc - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  const float y = p * r * r + r + 1.0f;
+  const float scale = std::bit_cast<float>((static_cast<int32_t>(n) + 127) << 23);
+  return x < -87.0f ? 0.0f : y * scale;
+}
+
+int threads_for(size_t scratch_floats, size_t per_thread) {
+  const size_t fit = scratch_floats / per_thread;
+  return static_cast<int>(std::min<size_t>(fit, size_t(omp_get_max_threads())));
+}
+
+}  // namespace
+
+size_t attention_scratch_floats(const AttentionShape& s, int threads) {
+  if (!valid_shape(s)) return 0;
+  return per_thread_floats(s) * size_t(std::max(threads, 1));
+}
+
+Status attention_forward(float* out, float* lse, const float* qkv, const AttentionShape& s,
+                         float* scratch, size_t scratch_floats) {
+  if (!valid_shape(s)) return Status::kInvalidArgument;
+  if (out == nullptr || lse == nullptr || qkv == nullptr || scratch == nullptr)
+    return Status::kInvalidArgument;
+  const size_t per_thread = per_thread_floats(s);
+  const int threads = threads_for(scratch_floats, per_thread);
+  if (threads < 1) return Status::kInvalidArgument;
+
+  const int64_t B = s.B, T = s.T, H = s.H, D = s.D, group = s.H / s.KVH;
+  const int64_t ld = (s.H + 2 * s.KVH) * D;  // qkv row stride
+  const int64_t ldo = H * D;                 // out row stride
+  const int64_t bq = block_rows(s);
+  const int64_t nblocks = (T + bq - 1) / bq;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+  const int64_t items = B * H * nblocks;
+
+#pragma omp parallel num_threads(threads)
+  {
+    float* S = scratch + size_t(omp_get_thread_num()) * per_thread;
+    // Items run heaviest (last query block) first so the dynamic schedule balances.
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t item = 0; item < items; ++item) {
+      const int64_t blk = nblocks - 1 - item % nblocks;
+      const int64_t bh = item / nblocks;
+      const int64_t b = bh / H, h = bh % H, kvh = h / group;
+      const int64_t i0 = blk * bq, rows = std::min(bq, T - i0), n = i0 + rows;
+      const float* q = qkv + (b * T + i0) * ld + h * D;
+      const float* k = qkv + b * T * ld + (H + kvh) * D;
+      const float* v = qkv + b * T * ld + (H + s.KVH + kvh) * D;
+
+      // S = scale * Q_blk K[0:n]^T  (rows x n)
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(rows), int(n), int(D), scale, q,
+                  int(ld), k, int(ld), 0.0f, S, int(n));
+      float* lse_bh = lse + (b * H + h) * T;
+      for (int64_t r = 0; r < rows; ++r) {
+        float* row = S + r * n;
+        const int64_t len = i0 + r + 1;  // causal: keys 0..i
+        float m = row[0];
+#pragma omp simd reduction(max : m)
+        for (int64_t j = 1; j < len; ++j) m = std::max(m, row[j]);
+        float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+        for (int64_t j = 0; j < len; ++j) {
+          const float e = exp_nonpositive(row[j] - m);
+          row[j] = e;
+          sum += e;
+        }
+        const float inv = 1.0f / sum;
+        for (int64_t j = 0; j < len; ++j) row[j] *= inv;
+        for (int64_t j = len; j < n; ++j) row[j] = 0.0f;
+        lse_bh[i0 + r] = m + std::log(sum);
+      }
+      // O_blk = P V[0:n]  (rows x D)
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(rows), int(D), int(n), 1.0f, S,
+                  int(n), v, int(ld), 0.0f, out + (b * T + i0) * ldo + h * D, int(ldo));
+    }
+  }
+  return Status::kOk;
+}
+
+Status attention_backward(float* dqkv, const float* dout, const float* qkv, const float* out,
+                          const float* lse, const AttentionShape& s, float* scratch,
+                          size_t scratch_floats) {
+  if (!valid_shape(s)) return Status::kInvalidArgument;
+  if (dqkv == nullptr || dout == nullptr || qkv == nullptr || out == nullptr || lse == nullptr ||
+      scratch == nullptr)
+    return Status::kInvalidArgument;
+  const size_t per_thread = per_thread_floats(s);
+  const int threads = threads_for(scratch_floats, per_thread);
+  if (threads < 1) return Status::kInvalidArgument;
+
+  const int64_t B = s.B, T = s.T, H = s.H, KVH = s.KVH, D = s.D, group = s.H / s.KVH;
+  const int64_t ld = (H + 2 * KVH) * D;
+  const int64_t ldo = H * D;
+  const int64_t bq = block_rows(s);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+  const int64_t items = B * KVH;
+
+#pragma omp parallel num_threads(threads)
+  {
+    float* P = scratch + size_t(omp_get_thread_num()) * per_thread;
+    float* dS = P + bq * T;
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t item = 0; item < items; ++item) {
+      const int64_t b = item / KVH, kvh = item % KVH;
+      const float* k = qkv + b * T * ld + (H + kvh) * D;
+      const float* v = qkv + b * T * ld + (H + KVH + kvh) * D;
+      float* dk = dqkv + b * T * ld + (H + kvh) * D;
+      float* dv = dqkv + b * T * ld + (H + KVH + kvh) * D;
+      for (int64_t t = 0; t < T; ++t) {
+        std::memset(dk + t * ld, 0, size_t(D) * sizeof(float));
+        std::memset(dv + t * ld, 0, size_t(D) * sizeof(float));
+      }
+      for (int64_t h = kvh * group; h < (kvh + 1) * group; ++h) {
+        const float* lse_bh = lse + (b * H + h) * T;
+        for (int64_t i0 = 0; i0 < T; i0 += bq) {
+          const int64_t rows = std::min(bq, T - i0), n = i0 + rows;
+          const float* q = qkv + (b * T + i0) * ld + h * D;
+          const float* o = out + (b * T + i0) * ldo + h * D;
+          const float* dob = dout + (b * T + i0) * ldo + h * D;
+          float* dq = dqkv + (b * T + i0) * ld + h * D;
+
+          // P = exp(scale * Q K^T - lse), dP = dO V^T  (rows x n each)
+          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(rows), int(n), int(D), scale,
+                      q, int(ld), k, int(ld), 0.0f, P, int(n));
+          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(rows), int(n), int(D), 1.0f,
+                      dob, int(ldo), v, int(ld), 0.0f, dS, int(n));
+          for (int64_t r = 0; r < rows; ++r) {
+            const float* orow = o + r * ldo;
+            const float* dorow = dob + r * ldo;
+            float di = 0.0f;  // rowsum(dO * O) = sum_j P_ij dP_ij
+#pragma omp simd reduction(+ : di)
+            for (int64_t d = 0; d < D; ++d) di += dorow[d] * orow[d];
+            float* prow = P + r * n;
+            float* dsrow = dS + r * n;
+            const float l = lse_bh[i0 + r];
+            const int64_t len = i0 + r + 1;
+#pragma omp simd
+            for (int64_t j = 0; j < len; ++j) {
+              const float p = exp_nonpositive(prow[j] - l);
+              prow[j] = p;
+              dsrow[j] = p * (dsrow[j] - di);
+            }
+            for (int64_t j = len; j < n; ++j) {
+              prow[j] = 0.0f;
+              dsrow[j] = 0.0f;
+            }
+          }
+          // dV[0:n] += P^T dO_blk;  dQ_blk = scale * dS K[0:n];  dK[0:n] += scale * dS^T Q_blk
+          cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(n), int(D), int(rows), 1.0f, P,
+                      int(n), dob, int(ldo), 1.0f, dv, int(ld));
+          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(rows), int(D), int(n), scale,
+                      dS, int(n), k, int(ld), 0.0f, dq, int(ld));
+          cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(n), int(D), int(rows), scale,
+                      dS, int(n), q, int(ld), 1.0f, dk, int(ld));
+        }
+      }
+    }
+  }
+  return Status::kOk;
+}
+
+}  // namespace castor::kernels::cpu

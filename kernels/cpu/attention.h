@@ -1,0 +1,28 @@
+// Causal scaled-dot-product attention with grouped-query heads, forward and backward.
+// qkv: (B, T, (H + 2*KVH) * D), each row [q heads (H*D) | k heads (KVH*D) | v heads (KVH*D)].
+// Query head h reads kv head h / (H / KVH). out: (B, T, H*D). lse: (B, H, T) log-sum-exp
+// of the scaled, masked scores, saved so backward recomputes probabilities tile by tile
+// instead of keeping a (T x T) matrix per head. Backward overwrites (=) dqkv.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "kernels/status.h"
+
+namespace castor::kernels::cpu {
+
+struct AttentionShape {
+  int64_t B, T, H, KVH, D;
+};
+
+// Floats of scratch both forward and backward need (per-thread tiles).
+size_t attention_scratch_floats(const AttentionShape& s, int threads);
+
+Status attention_forward(float* out, float* lse, const float* qkv, const AttentionShape& s,
+                         float* scratch, size_t scratch_floats);
+
+Status attention_backward(float* dqkv, const float* dout, const float* qkv, const float* out,
+                          const float* lse, const AttentionShape& s, float* scratch,
+                          size_t scratch_floats);
+
+}  // namespace castor::kernels::cpu

@@ -1,0 +1,19 @@
+// Token (+ learned position) embedding lookup, forward and backward.
+// ids: (N) int32 with N = B*T rows in (b, t) order; position of row n is n % T.
+// wte: (V, C); wpe: (P, C) or nullptr (RoPE models); T <= P.
+// Backward accumulates (+=) into dwte and dwpe (dwpe may be nullptr).
+#pragma once
+#include <cstdint>
+
+#include "kernels/status.h"
+
+namespace castor::kernels::cpu {
+
+// out (N, C) = wte[ids[n]] (+ wpe[n % T]). kOutOfRange if any id is outside [0, V).
+Status embedding_forward(float* out, const int32_t* ids, const float* wte, const float* wpe,
+                         int64_t N, int64_t T, int64_t C, int64_t V);
+
+Status embedding_backward(float* dwte, float* dwpe, const float* dout, const int32_t* ids,
+                          int64_t N, int64_t T, int64_t C, int64_t V);
+
+}  // namespace castor::kernels::cpu

@@ -1,0 +1,68 @@
+// Subcommand dispatch for the castor executable, MPI session, and the one place where
+// errors are caught: "castor: error: rank R: <message>", then the whole job aborts.
+#include "launch/cli.h"
+
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "core/error.h"
+#include "launch/commands.h"
+#include "parallel/mpi_comm.h"
+
+namespace castor::launch {
+namespace {
+
+const char* kUsage =
+    "castor: distributed training for multimodal mixture-of-experts transformers\n"
+    "\n"
+    "Usage: castor <command> [options]     (castor <command> --help for its options)\n"
+    "\n"
+    "Commands:\n"
+    "  train       train a model on HDF5 token shards (under mpirun or alone)\n"
+    "  prep text   tokenize plain text / JSON lines into HDF5 token shards\n"
+    "  tokenize    print the token ids of stdin (or decode ids with --decode)\n";
+
+int dispatch(const std::vector<std::string>& words) {
+  if (words.empty() || words[0] == "--help" || words[0] == "-h" || words[0] == "help") {
+    std::fputs(kUsage, words.empty() ? stderr : stdout);
+    return words.empty() ? 2 : 0;
+  }
+  const std::string& cmd = words[0];
+  std::vector<std::string> rest(words.begin() + 1, words.end());
+  if (cmd == "train") return train_command(rest);
+  if (cmd == "tokenize") return tokenize_command(rest);
+  if (cmd == "prep") {
+    if (rest.empty() || rest[0] == "--help" || rest[0] == "-h") {
+      std::fputs("Usage: castor prep text [options]   (castor prep text --help)\n", rest.empty() ? stderr : stdout);
+      return rest.empty() ? 2 : 0;
+    }
+    const std::string sub = rest[0];
+    std::vector<std::string> args(rest.begin() + 1, rest.end());
+    if (sub == "text") return prep_text_command(args);
+    CASTOR_FAIL("unknown prep pipeline '", sub, "' (available: text)");
+  }
+  CASTOR_FAIL("unknown command '", cmd, "' (available: train, prep, tokenize; see castor --help)");
+}
+
+}  // namespace
+
+int run_cli(int argc, char** argv) {
+  parallel::MpiSession mpi(&argc, &argv);
+  const int rank = mpi.world_rank();
+  std::vector<std::string> words(argv + 1, argv + argc);
+  try {
+    if (!words.empty() && words[0] == "train" && mpi.world_size() > 1)
+      CASTOR_FAIL("this version of castor train runs on 1 rank; got ", mpi.world_size(),
+                  " (data, tensor and expert parallelism are on the roadmap)");
+    return dispatch(words);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "castor: error: rank %d: %s\n", rank, e.what());
+    std::fflush(stderr);
+    if (mpi.world_size() > 1) parallel::MpiSession::abort_job(1);
+    return 1;
+  }
+}
+
+}  // namespace castor::launch

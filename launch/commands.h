@@ -1,0 +1,13 @@
+// The subcommands of the castor executable. Each takes its arguments (without the
+// command words), prints --help on request, and returns the exit code; errors throw.
+#pragma once
+#include <string>
+#include <vector>
+
+namespace castor::launch {
+
+int train_command(const std::vector<std::string>& args);     // launch/train.cpp
+int prep_text_command(const std::vector<std::string>& args); // launch/prep.cpp
+int tokenize_command(const std::vector<std::string>& args);  // launch/tokenize.cpp
+
+}  // namespace castor::launch

@@ -1,0 +1,120 @@
+// Boost.Program_options descriptions for `castor train`, INI + command-line merging
+// (command line wins), and conversion into ModelConfig / OptimConfig / TrainConfig.
+#include "launch/options.h"
+
+#include <boost/program_options.hpp>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+#include "core/error.h"
+
+namespace po = boost::program_options;
+
+namespace castor::launch {
+
+std::string format_default(double v) {
+  for (int precision = 1; precision <= 17; ++precision) {
+    std::ostringstream os;
+    os.precision(precision);
+    os << v;
+    if (std::stod(os.str()) == v || (float(std::stod(os.str())) == float(v))) return os.str();
+  }
+  return std::to_string(v);
+}
+
+namespace {
+
+template <typename T>
+po::typed_value<T>* opt(T* field) {
+  if constexpr (std::is_floating_point_v<T>) {
+    return po::value<T>(field)->default_value(*field, format_default(*field));
+  } else {
+    return po::value<T>(field)->default_value(*field);
+  }
+}
+
+}  // namespace
+
+bool parse_train_options(const std::vector<std::string>& args, TrainOptions& out) {
+  TrainOptions& o = out;
+  std::string family = family_name(o.model.family);
+  std::string config_file;
+
+  po::options_description general("General");
+  general.add_options()("help,h", "print this help and exit")(
+      "config", po::value<std::string>(&config_file), "INI config file ([model], [optim], [train], [data] sections)");
+
+  po::options_description model("Model [model]");
+  model.add_options()("model.family", opt(&family), "gpt2 (LayerNorm, GELU, learned positions, tied head) or llama "
+                                                    "(RMSNorm, SwiGLU, RoPE, untied head)")(
+      "model.vocab_size", opt(&o.model.vocab_size), "vocabulary size; 0 = the data's tokenizer vocabulary")(
+      "model.d_model", opt(&o.model.d_model), "model (residual) width")(
+      "model.n_layers", opt(&o.model.n_layers), "transformer blocks")(
+      "model.n_heads", opt(&o.model.n_heads), "attention query heads (must divide d_model)")(
+      "model.n_kv_heads", opt(&o.model.n_kv_heads), "key/value heads for grouped-query attention; 0 = n_heads")(
+      "model.d_ff", opt(&o.model.d_ff), "feed-forward width; 0 = 4*d_model (gpt2) or ~8/3*d_model (llama)")(
+      "model.max_seq_len", opt(&o.model.max_seq_len), "maximum positions (learned position table size)")(
+      "model.norm_eps", opt(&o.model.norm_eps), "LayerNorm/RMSNorm epsilon")(
+      "model.rope_theta", opt(&o.model.rope_theta), "RoPE base (llama)")(
+      "model.init_std", opt(&o.model.init_std), "initialisation std (residual projections scaled by 1/sqrt(2L))");
+
+  po::options_description optim("Optimizer [optim]");
+  optim.add_options()("optim.lr", opt(&o.optim.lr), "peak learning rate")(
+      "optim.min_lr", opt(&o.optim.min_lr), "final learning rate of the cosine decay")(
+      "optim.warmup_steps", opt(&o.optim.warmup_steps), "linear warmup steps")(
+      "optim.weight_decay", opt(&o.optim.weight_decay), "AdamW decoupled weight decay (matrices and embeddings)")(
+      "optim.beta1", opt(&o.optim.beta1), "AdamW beta1")("optim.beta2", opt(&o.optim.beta2), "AdamW beta2")(
+      "optim.eps", opt(&o.optim.eps), "AdamW epsilon")(
+      "optim.grad_clip", opt(&o.optim.grad_clip), "clip the global gradient norm to this; 0 = off");
+
+  po::options_description train("Training [train]");
+  train.add_options()("train.steps", opt(&o.train.steps), "optimizer steps")(
+      "train.micro_batch", opt(&o.train.micro_batch), "sequences per micro-batch")(
+      "train.seq_len", opt(&o.train.seq_len), "tokens per sequence (<= model.max_seq_len)")(
+      "train.grad_accum", opt(&o.train.grad_accum), "micro-batches accumulated per optimizer step")(
+      "train.seed", opt(&o.train.seed), "seed for initialisation and data order")(
+      "train.log_every", opt(&o.train.log_every), "print a log line every N steps")(
+      "train.eval_every", opt(&o.train.eval_every), "validation loss every N steps; 0 = only at the end")(
+      "train.eval_batches", opt(&o.train.eval_batches), "micro-batches per validation")(
+      "train.ckpt_every", opt(&o.train.ckpt_every), "checkpoint every N steps; 0 = only at the end")(
+      "train.threads", opt(&o.train.threads), "CPU threads (OpenMP + OpenBLAS); 0 = all cores")(
+      "train.out_dir", opt(&o.train.out_dir), "run directory: checkpoints step_XXXXXXXX.h5, metrics.jsonl")(
+      "train.resume", po::bool_switch(&o.train.resume), "resume from the latest complete checkpoint in out_dir");
+
+  po::options_description data("Data [data]");
+  data.add_options()("data.train", opt(&o.train.train_data), "training shards: a .h5 file or a directory of them")(
+      "data.val", opt(&o.train.val_data), "validation shards (file or directory); empty = none");
+
+  po::options_description all("castor train: train a decoder-only transformer on HDF5 token shards.\n"
+                              "Usage: castor train [--config FILE.ini] [--section.key VALUE ...]\n"
+                              "Command-line values override the config file");
+  all.add(general).add(model).add(optim).add(train).add(data);
+
+  po::variables_map vm;
+  try {
+    po::store(po::command_line_parser(args).options(all).run(), vm);
+    if (vm.count("help")) {
+      std::cout << all << "\n";
+      return false;
+    }
+    if (vm.count("config")) {
+      const std::string path = vm["config"].as<std::string>();
+      std::ifstream in(path);
+      CASTOR_CHECK(in.good(), "--config: cannot open ", path);
+      try {
+        po::store(po::parse_config_file(in, all, false), vm);
+      } catch (const po::error& e) {
+        CASTOR_FAIL(path, ": ", e.what());
+      }
+    }
+    po::notify(vm);
+  } catch (const po::error& e) {
+    CASTOR_FAIL(e.what());
+  }
+  o.model.family = parse_family(family);
+  return true;
+}
+
+}  // namespace castor::launch

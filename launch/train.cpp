@@ -1,0 +1,198 @@
+// The training loop of `castor train` (single process in this version; data, tensor and
+// expert parallelism arrive with the distributed issues). One log line per log step on
+// rank 0: step, loss, lr, grad norm, tokens/s, MFU, peak memory; metrics.jsonl in out_dir.
+#include "launch/commands.h"
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <vector>
+
+#include "core/model.h"
+#include "core/optimizer.h"
+#include "io/checkpoint.h"
+#include "io/checkpoint_file.h"
+#include "io/text_loader.h"
+#include "launch/metrics.h"
+#include "launch/options.h"
+
+namespace castor::launch {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+// Mean loss over `batches` fixed validation micro-batches (the first windows in order).
+double evaluate(Transformer& model, io::TextLoader& val, int64_t B, int64_t T, int64_t batches,
+                std::vector<int32_t>& ids, std::vector<int32_t>& targets) {
+  val.set_cursor({0, 0});
+  double loss = 0.0;
+  int64_t count = 0;
+  for (int64_t i = 0; i < batches; ++i) {
+    val.next(B, ids.data(), targets.data());
+    auto r = model.forward(ids.data(), targets.data(), B, T, nullptr);
+    loss += r.loss_sum;
+    count += r.count;
+  }
+  return loss / double(std::max<int64_t>(count, 1));
+}
+
+class MetricsLog {
+ public:
+  explicit MetricsLog(const std::string& out_dir) {
+    if (!out_dir.empty()) file_.open(out_dir + "/metrics.jsonl", std::ios::app);
+  }
+  template <typename... KV>
+  void write(const char* fmt, KV... kv) {
+    if (!file_.is_open()) return;
+    char line[512];
+    std::snprintf(line, sizeof(line), fmt, kv...);
+    file_ << line << "\n";
+    file_.flush();
+  }
+
+ private:
+  std::ofstream file_;
+};
+
+}  // namespace
+
+int train_command(const std::vector<std::string>& args) {
+  TrainOptions opt;
+  if (!parse_train_options(args, opt)) return 0;
+  ModelConfig& mc = opt.model;
+  const TrainConfig& tc = opt.train;
+  opt.optim.validate();
+
+  auto backend = make_cpu_backend(tc.threads);
+  CASTOR_CHECK(!tc.train_data.empty(), "--data.train is required (a shard file or a directory of shards)");
+  io::TextLoader train_data(tc.train_data, tc.seq_len, tc.seed, /*shuffle=*/true);
+  if (mc.vocab_size == 0) mc.vocab_size = train_data.vocab_size();
+  CASTOR_CHECK(mc.vocab_size >= train_data.vocab_size(), "--model.vocab_size (", mc.vocab_size,
+               ") is smaller than the data's vocabulary (", train_data.vocab_size(), ", tokenizer ",
+               train_data.tokenizer(), ")");
+  mc.validate();
+  tc.validate(mc);
+  std::unique_ptr<io::TextLoader> val_data;
+  if (!tc.val_data.empty()) {
+    val_data = std::make_unique<io::TextLoader>(tc.val_data, tc.seq_len, tc.seed, /*shuffle=*/false);
+    CASTOR_CHECK(val_data->tokenizer() == train_data.tokenizer(), "--data.val: tokenizer ", val_data->tokenizer(),
+                 " differs from --data.train's ", train_data.tokenizer());
+  }
+
+  const int64_t B = tc.micro_batch, T = tc.seq_len;
+  ParamStore store;
+  Transformer model(mc, store, *backend, B, T);
+  store.allocate(*backend);
+  store.initialize(tc.seed);
+  AdamW optim(opt.optim, store, *backend);
+
+  io::TrainState state;
+  state.seed = tc.seed;
+  if (!tc.out_dir.empty()) std::filesystem::create_directories(tc.out_dir);
+  if (tc.resume) {
+    const std::string latest = io::latest_checkpoint(tc.out_dir);
+    if (latest.empty()) {
+      std::printf("resume: no checkpoint in %s, starting from scratch\n", tc.out_dir.c_str());
+    } else {
+      io::load_checkpoint(latest, mc, store, &optim, &state);
+      CASTOR_CHECK(state.seed == tc.seed, latest, ": checkpoint seed ", state.seed, " differs from --train.seed ",
+                   tc.seed);
+      train_data.set_cursor(state.cursor);
+      std::printf("resumed from %s at step %lld\n", latest.c_str(), static_cast<long long>(state.step));
+    }
+  }
+
+  const double peak_flops = measure_sgemm_peak();
+  const double flops_per_token = model_flops_per_token(mc, T);
+  std::printf("model: %s, %lld layers, d_model %lld, heads %lld/%lld, vocab %lld, %.2fM params (%.2fM non-embedding)\n",
+              family_name(mc.family).c_str(), static_cast<long long>(mc.n_layers),
+              static_cast<long long>(mc.d_model), static_cast<long long>(mc.n_heads),
+              static_cast<long long>(mc.kv_heads()), static_cast<long long>(mc.vocab_size),
+              double(store.numel()) / 1e6, double(mc.non_embedding_params()) / 1e6);
+  std::printf("data: %lld training tokens (%lld sequences of %lld), tokenizer %s; batch %lld x %lld x accum %lld\n",
+              static_cast<long long>(train_data.stream_tokens()), static_cast<long long>(train_data.windows_per_epoch()),
+              static_cast<long long>(T), train_data.tokenizer().c_str(), static_cast<long long>(B),
+              static_cast<long long>(T), static_cast<long long>(tc.grad_accum));
+  std::printf("threads: %d, measured SGEMM peak %.1f GFLOP/s (MFU reference)\n", kernels::cpu::num_threads(),
+              peak_flops / 1e9);
+  std::fflush(stdout);
+
+  MetricsLog metrics(tc.out_dir);
+  std::vector<int32_t> ids(size_t(B * T)), targets(size_t(B * T));
+  const float grad_scale = 1.0f / float(B * T * tc.grad_accum);
+  auto t_log = Clock::now();
+  const auto t_start = Clock::now();
+  int64_t tokens_since_log = 0, tokens_total = 0;
+  double last_val = std::nan(""), last_loss = std::nan("");
+
+  auto run_eval = [&](int64_t step) {
+    if (!val_data) return;
+    last_val = evaluate(model, *val_data, B, T, tc.eval_batches, ids, targets);
+    std::printf("step %6lld | val loss %.6f\n", static_cast<long long>(step), last_val);
+    std::fflush(stdout);
+    metrics.write("{\"step\": %lld, \"val_loss\": %.6f}", static_cast<long long>(step), last_val);
+  };
+  auto save = [&](int64_t step) {
+    if (tc.out_dir.empty()) return;
+    state.step = step;
+    state.cursor = train_data.cursor();
+    const std::string path = io::checkpoint_path(tc.out_dir, step);
+    io::save_checkpoint(path, mc, store, &optim, state);
+    std::printf("saved %s\n", path.c_str());
+  };
+
+  for (int64_t step = state.step; step < tc.steps; ++step) {
+    store.zero_grads();
+    double loss_sum = 0.0;
+    int64_t count = 0;
+    for (int64_t micro = 0; micro < tc.grad_accum; ++micro) {
+      train_data.next(B, ids.data(), targets.data());
+      auto r = model.forward(ids.data(), targets.data(), B, T, &grad_scale);
+      model.backward();
+      loss_sum += r.loss_sum;
+      count += r.count;
+    }
+    const double loss = loss_sum / double(count);
+    CASTOR_CHECK(std::isfinite(loss), "training loss is not finite at step ", step + 1, " (", loss,
+                 "); lower --optim.lr or check the data");
+    const double norm = optim.grad_norm();
+    const float lr = learning_rate(opt.optim, step, tc.steps);
+    optim.step(lr, norm);
+    last_loss = loss;
+    tokens_since_log += B * T * tc.grad_accum;
+    tokens_total += B * T * tc.grad_accum;
+
+    const int64_t done = step + 1;
+    if (done % tc.log_every == 0 || done == tc.steps) {
+      const double dt = seconds_since(t_log);
+      const double tps = double(tokens_since_log) / dt;
+      const double mfu = tps * flops_per_token / peak_flops;
+      std::printf("step %6lld/%lld | loss %.6f | lr %.4e | grad norm %.4f | %.0f tok/s | MFU %.1f%% | peak mem %.0f MiB\n",
+                  static_cast<long long>(done), static_cast<long long>(tc.steps), loss, double(lr), norm, tps,
+                  100.0 * mfu, double(peak_rss_bytes()) / (1 << 20));
+      std::fflush(stdout);
+      metrics.write("{\"step\": %lld, \"loss\": %.6f, \"lr\": %.6e, \"grad_norm\": %.6f, \"tokens_per_s\": %.1f, "
+                    "\"mfu\": %.4f, \"peak_rss_bytes\": %lld}",
+                    static_cast<long long>(done), loss, double(lr), norm, tps, mfu,
+                    static_cast<long long>(peak_rss_bytes()));
+      t_log = Clock::now();
+      tokens_since_log = 0;
+    }
+    if (tc.eval_every > 0 && done % tc.eval_every == 0 && done != tc.steps) run_eval(done);
+    if (tc.ckpt_every > 0 && done % tc.ckpt_every == 0 && done != tc.steps) save(done);
+  }
+  run_eval(tc.steps);
+  save(tc.steps);
+  const double elapsed = seconds_since(t_start);
+  std::printf("done: %lld steps, final train loss %.6f", static_cast<long long>(tc.steps), last_loss);
+  if (val_data) std::printf(", final val loss %.6f", last_val);
+  std::printf(", %.1f s, %.0f tok/s, peak mem %.0f MiB\n", elapsed, double(tokens_total) / std::max(elapsed, 1e-9),
+              double(peak_rss_bytes()) / (1 << 20));
+  return 0;
+}
+
+}  // namespace castor::launch
