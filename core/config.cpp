@@ -82,6 +82,8 @@ void TrainConfig::validate(const ModelConfig& model) const {
   CASTOR_CHECK(threads >= 0, "--train.threads must be >= 0 (got ", threads, ")");
   CASTOR_CHECK(!train_data.empty(), "--data.train is required (a shard file or a directory of shards)");
   CASTOR_CHECK(!resume || !out_dir.empty(), "--train.resume needs --train.out_dir");
+  CASTOR_CHECK(exit_after >= 0, "--train.exit_after must be >= 0 (got ", exit_after, ")");
+  CASTOR_CHECK(exit_after == 0 || !out_dir.empty(), "--train.exit_after needs --train.out_dir");
 }
 
 }  // namespace castor

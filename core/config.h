@@ -59,6 +59,7 @@ struct TrainConfig {
   int threads = 0;            // 0: all cores
   std::string out_dir;        // checkpoints and metrics.jsonl; empty: none
   bool resume = false;        // continue from the latest complete checkpoint in out_dir
+  int64_t exit_after = 0;     // stop (with a checkpoint) after N steps of this invocation; 0 = off
   std::string train_data;     // shard file, or a directory of *.h5 shards
   std::string val_data;       // same; empty: no validation
   void validate(const ModelConfig& model) const;

@@ -230,7 +230,25 @@ class Gpt2Tokenizer final : public Tokenizer {
     std::vector<int32_t> ids;
     ids.reserve(text.size() / 4 + 1);
     std::vector<int32_t> scratch;
-    split_pieces(text, [&](size_t off, size_t len) { encode_piece(text.substr(off, len), ids, scratch); });
+    // Pieces seen earlier in this call -> where their ids already sit in `ids`. Checked
+    // before the shared cache, so threads encoding documents rarely touch its locks.
+    std::unordered_map<std::string_view, std::pair<uint32_t, uint32_t>> seen;
+    split_pieces(text, [&](size_t off, size_t len) {
+      std::string_view piece = text.substr(off, len);
+      if (len == 1) {
+        ids.push_back(byte_id_[static_cast<unsigned char>(piece[0])]);
+        return;
+      }
+      auto [it, fresh] = seen.try_emplace(piece);
+      if (!fresh) {
+        const auto [at, count] = it->second;
+        for (uint32_t k = 0; k < count; ++k) ids.push_back(ids[at + k]);
+        return;
+      }
+      const size_t at = ids.size();
+      encode_piece(piece, ids, scratch);
+      it->second = {static_cast<uint32_t>(at), static_cast<uint32_t>(ids.size() - at)};
+    });
     return ids;
   }
 
@@ -254,11 +272,8 @@ class Gpt2Tokenizer final : public Tokenizer {
     std::unordered_map<std::string, std::vector<int32_t>, StringHash, std::equal_to<>> map;
   };
 
+  // Appends the ids of one piece (two bytes or more), through the shared cache.
   void encode_piece(std::string_view piece, std::vector<int32_t>& out, std::vector<int32_t>& scratch) const {
-    if (piece.size() == 1) {
-      out.push_back(byte_id_[static_cast<unsigned char>(piece[0])]);
-      return;
-    }
     if (piece.size() > kMaxCachedPiece) {
       bpe(piece, scratch);
       out.insert(out.end(), scratch.begin(), scratch.end());

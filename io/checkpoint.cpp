@@ -2,7 +2,6 @@
 // and "optim/exp_avg_sq/<name>", scalars as attributes (see docs/data-format.md).
 #include "io/checkpoint.h"
 
-#include <cstdio>
 #include <vector>
 
 #include "core/error.h"
@@ -32,12 +31,6 @@ void write_model_config(CheckpointWriter& w, const ModelConfig& m) {
 }
 
 }  // namespace
-
-std::string checkpoint_path(const std::string& dir, int64_t step) {
-  char name[32];
-  std::snprintf(name, sizeof(name), "step_%08lld.h5", static_cast<long long>(step));
-  return dir + "/" + name;
-}
 
 void save_checkpoint(const std::string& path, const ModelConfig& model, const ParamStore& store,
                      const AdamW* optim, const TrainState& state) {

@@ -9,6 +9,7 @@
 #include "core/config.h"
 #include "core/optimizer.h"
 #include "core/param.h"
+#include "io/checkpoint_file.h"  // checkpoint_path, latest_checkpoint
 #include "io/text_loader.h"
 
 namespace castor::io {
@@ -18,8 +19,6 @@ struct TrainState {
   uint64_t seed = 0;
   LoaderCursor cursor;
 };
-
-std::string checkpoint_path(const std::string& dir, int64_t step);
 
 void save_checkpoint(const std::string& path, const ModelConfig& model, const ParamStore& store,
                      const AdamW* optim, const TrainState& state);

@@ -128,6 +128,8 @@ void CheckpointWriter::write_bytes(const std::string& name, std::span<const uint
 
 void CheckpointWriter::commit() {
   CASTOR_CHECK(!committed_, path_, ": commit() called twice");
+  CASTOR_CHECK(file_.open_objects() == 0, path_, ": internal error: ", file_.open_objects(),
+               " HDF5 objects still open at close");
   file_.close();
   std::error_code ec;
   std::filesystem::rename(tmp_path_, path_, ec);

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstring>
 #include <filesystem>
+#include <utility>
 
 namespace castor::io {
 
@@ -27,12 +28,19 @@ herr_t innermost_cb(unsigned /*n*/, const H5E_error2_t* err, void* data) {
   if (err->desc != nullptr && err->desc[0] != '\0') *static_cast<std::string*>(data) = err->desc;
   return 0;
 }
+
+thread_local std::string captured_error;
 }  // namespace
 
-void h5_fail(const char* expr, const std::string& context) {
-  std::string detail;
-  H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, innermost_cb, &detail);
+void h5_capture_error() {
+  captured_error.clear();
+  H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, innermost_cb, &captured_error);
   H5Eclear2(H5E_DEFAULT);
+}
+
+void h5_fail(const char* expr, const std::string& context) {
+  std::string detail = std::move(captured_error);
+  captured_error.clear();
   std::string fn(expr);
   fn = fn.substr(0, fn.find('('));
   while (!fn.empty() && fn.back() == ' ') fn.pop_back();
@@ -628,12 +636,17 @@ void File::flush() {
   CASTOR_H5_CHECK(H5Fflush(id(), H5F_SCOPE_LOCAL), path_, ": flush");
 }
 
+int64_t File::open_objects() const {
+  if (!is_open()) return 0;
+  const ssize_t n = CASTOR_H5_CHECK(
+      H5Fget_obj_count(id(), H5F_OBJ_DATASET | H5F_OBJ_GROUP | H5F_OBJ_DATATYPE | H5F_OBJ_ATTR |
+                                 H5F_OBJ_LOCAL),
+      path_, ": counting open objects");
+  return static_cast<int64_t>(n);
+}
+
 void File::close() {
   if (!is_open()) return;
-  const ssize_t open_objs =
-      CASTOR_H5_CHECK(H5Fget_obj_count(id(), H5F_OBJ_ALL | H5F_OBJ_LOCAL), path_, ": close");
-  CASTOR_CHECK(open_objs <= 1, path_, ": cannot close, ", open_objs - 1,
-               " objects of the file are still open");
   unsigned intent = 0;
   CASTOR_H5_CHECK(H5Fget_intent(id(), &intent), path_, ": close");
   if (intent & H5F_ACC_RDWR) CASTOR_H5_CHECK(H5Fflush(id(), H5F_SCOPE_LOCAL), path_, ": flush");

@@ -20,7 +20,16 @@ namespace castor::io {
 namespace detail {
 // Turns off HDF5's automatic error printing for the calling thread (idempotent, cheap).
 void h5_quiet();
-// Throws Error("<context>: <function> failed (<innermost HDF5 error>)") and clears the stack.
+// Saves the innermost message of the calling thread's HDF5 error stack (and clears it).
+void h5_capture_error();
+// Passes an HDF5 result through, capturing the error message at once when it is negative
+// (before destructors of temporaries in the same expression make HDF5 calls that clear it).
+template <typename T>
+T h5_capture(T result) {
+  if (result < 0) h5_capture_error();
+  return result;
+}
+// Throws Error("<context>: <function> failed (<captured HDF5 message>)").
 [[noreturn]] void h5_fail(const char* expr, const std::string& context);
 }  // namespace detail
 
@@ -32,7 +41,7 @@ void h5_quiet();
 #define CASTOR_H5_CHECK(expr, ...)                                                    \
   ([&]() {                                                                            \
     ::castor::io::detail::h5_quiet();                                                 \
-    const auto castor_h5_result_ = (expr);                                            \
+    const auto castor_h5_result_ = ::castor::io::detail::h5_capture((expr));          \
     if (castor_h5_result_ < 0) ::castor::io::detail::h5_fail(#expr, ::castor::cat(__VA_ARGS__)); \
     return castor_h5_result_;                                                         \
   }())
@@ -226,8 +235,10 @@ class Group : public H5Object {
       : H5Object(std::move(h), std::move(file), std::move(path), "group") {}
 };
 
-// An open HDF5 file. Objects opened from it keep the file alive (HDF5's weak close);
-// close() reports errors and requires every other object of the file to be closed.
+// An open HDF5 file. Objects opened from it keep the file alive (HDF5's weak close):
+// close() flushes a writable file, reports errors and drops this handle; the file itself
+// closes when its last object does. Writers that rename on completion check
+// open_objects() == 0 first.
 class File {
  public:
   File() = default;
@@ -248,6 +259,7 @@ class File {
   Group root() const;
   void flush();
   void close();
+  int64_t open_objects() const;  // groups, datasets, types, attributes still open
 
  private:
   static File open_existing(const std::string& path, unsigned flags);

@@ -1,8 +1,9 @@
-// A tiny JSON reader for flat {"string": integer} objects (see json_lite.h). A recursive
-// descent over one object: whitespace, strings with every JSON escape, optional '-' and
-// digits. Errors report the byte position as line:column so a corrupt file is easy to find.
+// A tiny JSON reader (see json_lite.h): a recursive descent over one top-level object whose
+// values are read (integers, strings) or validated and skipped (anything else). Errors report
+// the byte position as line:column so a corrupt file is easy to find.
 #include "io/json_lite.h"
 
+#include <functional>
 #include <limits>
 
 #include "core/error.h"
@@ -14,99 +15,33 @@ class Parser {
  public:
   Parser(std::string_view text, std::string_view what) : s_(text), what_(what) {}
 
-  std::vector<std::pair<std::string, int64_t>> object() {
-    std::vector<std::pair<std::string, int64_t>> out;
+  // Calls field(key) for each member with the parser positioned at its value; field must
+  // consume the value. Then checks that nothing but white space follows the object.
+  void object(const std::function<void(std::string&&)>& field) {
     skip_ws();
     expect('{');
-    skip_ws();
-    if (peek() == '}') {
-      ++i_;
-    } else {
-      for (;;) {
-        skip_ws();
-        std::string key = string();
-        skip_ws();
-        expect(':');
-        skip_ws();
-        int64_t value = integer();
-        out.emplace_back(std::move(key), value);
-        skip_ws();
-        if (peek() == ',') {
-          ++i_;
-          continue;
-        }
-        expect('}');
-        break;
-      }
-    }
+    members(field);
     skip_ws();
     if (i_ != s_.size()) fail("trailing characters after the object");
-    return out;
   }
 
- private:
-  [[noreturn]] void fail(std::string_view why) const {
-    size_t line = 1, col = 1;
-    for (size_t k = 0; k < i_ && k < s_.size(); ++k) {
-      if (s_[k] == '\n') {
-        ++line;
-        col = 1;
-      } else {
-        ++col;
-      }
+  int64_t integer() {
+    bool neg = false;
+    if (peek() == '-') {
+      neg = true;
+      ++i_;
     }
-    CASTOR_FAIL(what_, ": invalid JSON at ", line, ":", col, ": ", why);
-  }
-
-  int peek() const { return i_ < s_.size() ? static_cast<unsigned char>(s_[i_]) : -1; }
-
-  void expect(char c) {
-    if (peek() != static_cast<unsigned char>(c)) {
-      fail(i_ < s_.size() ? cat("expected '", c, "'") : cat("unexpected end, expected '", c, "'"));
+    if (peek() < '0' || peek() > '9') fail("expected an integer value");
+    if (peek() == '0' && i_ + 1 < s_.size() && s_[i_ + 1] >= '0' && s_[i_ + 1] <= '9') fail("leading zero");
+    uint64_t v = 0;
+    while (peek() >= '0' && peek() <= '9') {
+      uint64_t d = static_cast<uint64_t>(s_[i_] - '0');
+      if (v > (static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) - d) / 10) fail("integer out of range");
+      v = v * 10 + d;
+      ++i_;
     }
-    ++i_;
-  }
-
-  void skip_ws() {
-    while (i_ < s_.size() && (s_[i_] == ' ' || s_[i_] == '\t' || s_[i_] == '\n' || s_[i_] == '\r')) ++i_;
-  }
-
-  uint32_t hex4() {
-    if (i_ + 4 > s_.size()) fail("truncated \\u escape");
-    uint32_t v = 0;
-    for (int k = 0; k < 4; ++k) {
-      char c = s_[i_++];
-      v <<= 4;
-      if (c >= '0' && c <= '9') {
-        v |= static_cast<uint32_t>(c - '0');
-      } else if (c >= 'a' && c <= 'f') {
-        v |= static_cast<uint32_t>(c - 'a' + 10);
-      } else if (c >= 'A' && c <= 'F') {
-        v |= static_cast<uint32_t>(c - 'A' + 10);
-      } else {
-        --i_;
-        fail("bad hex digit in \\u escape");
-      }
-    }
-    return v;
-  }
-
-  static void append_utf8(std::string& out, uint32_t cp) {
-    if (cp < 0x80) {
-      out += static_cast<char>(cp);
-    } else if (cp < 0x800) {
-      out += static_cast<char>(0xC0 | (cp >> 6));
-      out += static_cast<char>(0x80 | (cp & 0x3F));
-    } else if (cp < 0x10000) {
-      out += static_cast<char>(0xE0 | (cp >> 12));
-      out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-      out += static_cast<char>(0x80 | (cp & 0x3F));
-    } else {
-      out += static_cast<char>(0xF0 | (cp >> 18));
-      out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
-      out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-      out += static_cast<char>(0x80 | (cp & 0x3F));
-    }
+    if (peek() == '.' || peek() == 'e' || peek() == 'E') fail("expected an integer value, not a fraction");
+    return neg ? -static_cast<int64_t>(v) : static_cast<int64_t>(v);
   }
 
   std::string string() {
@@ -157,23 +92,154 @@ class Parser {
     }
   }
 
-  int64_t integer() {
-    bool neg = false;
-    if (peek() == '-') {
-      neg = true;
+  int peek() const { return i_ < s_.size() ? static_cast<unsigned char>(s_[i_]) : -1; }
+
+  // Validates and skips any JSON value.
+  void skip_value(int depth = 0) {
+    if (depth > 512) fail("nesting too deep");
+    skip_ws();
+    int c = peek();
+    if (c == '"') {
+      string();
+    } else if (c == '{') {
       ++i_;
-    }
-    if (peek() < '0' || peek() > '9') fail("expected an integer value");
-    if (peek() == '0' && i_ + 1 < s_.size() && s_[i_ + 1] >= '0' && s_[i_ + 1] <= '9') fail("leading zero");
-    uint64_t v = 0;
-    while (peek() >= '0' && peek() <= '9') {
-      uint64_t d = static_cast<uint64_t>(s_[i_] - '0');
-      if (v > (static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) - d) / 10) fail("integer out of range");
-      v = v * 10 + d;
+      members([&](std::string&&) { skip_value(depth + 1); });
+    } else if (c == '[') {
       ++i_;
+      skip_ws();
+      if (peek() == ']') {
+        ++i_;
+        return;
+      }
+      for (;;) {
+        skip_value(depth + 1);
+        skip_ws();
+        if (peek() == ',') {
+          ++i_;
+          continue;
+        }
+        expect(']');
+        return;
+      }
+    } else if (c == '-' || (c >= '0' && c <= '9')) {
+      number();
+    } else if (!literal("true") && !literal("false") && !literal("null")) {
+      fail("expected a value");
     }
-    if (peek() == '.' || peek() == 'e' || peek() == 'E') fail("expected an integer value, not a fraction");
-    return neg ? -static_cast<int64_t>(v) : static_cast<int64_t>(v);
+  }
+
+ private:
+  [[noreturn]] void fail(std::string_view why) const {
+    size_t line = 1, col = 1;
+    for (size_t k = 0; k < i_ && k < s_.size(); ++k) {
+      if (s_[k] == '\n') {
+        ++line;
+        col = 1;
+      } else {
+        ++col;
+      }
+    }
+    CASTOR_FAIL(what_, ": invalid JSON at ", line, ":", col, ": ", why);
+  }
+
+  // After '{': the members up to and including '}'.
+  void members(const std::function<void(std::string&&)>& field) {
+    skip_ws();
+    if (peek() == '}') {
+      ++i_;
+      return;
+    }
+    for (;;) {
+      skip_ws();
+      std::string key = string();
+      skip_ws();
+      expect(':');
+      skip_ws();
+      field(std::move(key));
+      skip_ws();
+      if (peek() == ',') {
+        ++i_;
+        continue;
+      }
+      expect('}');
+      return;
+    }
+  }
+
+  bool literal(std::string_view word) {
+    if (s_.substr(i_, word.size()) != word) return false;
+    i_ += word.size();
+    return true;
+  }
+
+  void number() {
+    if (peek() == '-') ++i_;
+    auto digits = [&] {
+      size_t from = i_;
+      while (peek() >= '0' && peek() <= '9') ++i_;
+      if (i_ == from) fail("bad number");
+      return i_ - from;
+    };
+    size_t first = i_;
+    if (digits() > 1 && s_[first] == '0') fail("leading zero");
+    if (peek() == '.') {
+      ++i_;
+      digits();
+    }
+    if (peek() == 'e' || peek() == 'E') {
+      ++i_;
+      if (peek() == '+' || peek() == '-') ++i_;
+      digits();
+    }
+  }
+
+  void expect(char c) {
+    if (peek() != static_cast<unsigned char>(c)) {
+      fail(i_ < s_.size() ? cat("expected '", c, "'") : cat("unexpected end, expected '", c, "'"));
+    }
+    ++i_;
+  }
+
+  void skip_ws() {
+    while (i_ < s_.size() && (s_[i_] == ' ' || s_[i_] == '\t' || s_[i_] == '\n' || s_[i_] == '\r')) ++i_;
+  }
+
+  uint32_t hex4() {
+    if (i_ + 4 > s_.size()) fail("truncated \\u escape");
+    uint32_t v = 0;
+    for (int k = 0; k < 4; ++k) {
+      char c = s_[i_++];
+      v <<= 4;
+      if (c >= '0' && c <= '9') {
+        v |= static_cast<uint32_t>(c - '0');
+      } else if (c >= 'a' && c <= 'f') {
+        v |= static_cast<uint32_t>(c - 'a' + 10);
+      } else if (c >= 'A' && c <= 'F') {
+        v |= static_cast<uint32_t>(c - 'A' + 10);
+      } else {
+        --i_;
+        fail("bad hex digit in \\u escape");
+      }
+    }
+    return v;
+  }
+
+  static void append_utf8(std::string& out, uint32_t cp) {
+    if (cp < 0x80) {
+      out += static_cast<char>(cp);
+    } else if (cp < 0x800) {
+      out += static_cast<char>(0xC0 | (cp >> 6));
+      out += static_cast<char>(0x80 | (cp & 0x3F));
+    } else if (cp < 0x10000) {
+      out += static_cast<char>(0xE0 | (cp >> 12));
+      out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+      out += static_cast<char>(0x80 | (cp & 0x3F));
+    } else {
+      out += static_cast<char>(0xF0 | (cp >> 18));
+      out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
+      out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+      out += static_cast<char>(0x80 | (cp & 0x3F));
+    }
   }
 
   std::string_view s_;
@@ -184,7 +250,25 @@ class Parser {
 }  // namespace
 
 std::vector<std::pair<std::string, int64_t>> parse_json_int_map(std::string_view text, std::string_view what) {
-  return Parser(text, what).object();
+  std::vector<std::pair<std::string, int64_t>> out;
+  Parser p(text, what);
+  p.object([&](std::string&& key) { out.emplace_back(std::move(key), p.integer()); });
+  return out;
+}
+
+std::optional<std::string> parse_json_string_field(std::string_view text, std::string_view key,
+                                                   std::string_view what) {
+  std::optional<std::string> out;
+  Parser p(text, what);
+  p.object([&](std::string&& name) {
+    if (name == key && p.peek() == '"') {
+      out = p.string();
+    } else {
+      if (name == key) out.reset();
+      p.skip_value();
+    }
+  });
+  return out;
 }
 
 }  // namespace castor::io

@@ -1,9 +1,12 @@
-// A tiny JSON reader for flat objects of string keys and integer values, as in GPT-2's
-// encoder.json: {"key": 123, "\u0120the": 262}. Keys come back as UTF-8 (all JSON string
-// escapes, \uXXXX with surrogate pairs included); anything else (nested values, fractions,
-// a lone surrogate, trailing garbage) throws castor::Error naming `what` and line:column.
+// A tiny JSON reader for the two shapes castor reads: GPT-2's encoder.json, a flat object of
+// string keys and integer values ({"key": 123, "\u0120the": 262}), and JSONL corpus lines (one
+// object per line, of which one string field is wanted). Strings come back as UTF-8 with all
+// JSON escapes decoded (\uXXXX with surrogate pairs included); malformed input (a lone
+// surrogate, a fraction where an integer is due, trailing garbage...) throws castor::Error
+// "<what>: invalid JSON at line:column: <why>".
 #pragma once
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -11,7 +14,13 @@
 
 namespace castor::io {
 
-// Entries in file order (duplicates kept; the caller decides).
+// {"string": integer, ...}: entries in file order (duplicates kept; the caller decides).
 std::vector<std::pair<std::string, int64_t>> parse_json_int_map(std::string_view text, std::string_view what);
+
+// The string value of top-level field `key` of the JSON object `text` (the last one if the
+// key repeats); nullopt when the key is absent or its value is not a string. Other values
+// (numbers, objects, arrays, true/false/null) are validated and skipped.
+std::optional<std::string> parse_json_string_field(std::string_view text, std::string_view key,
+                                                   std::string_view what);
 
 }  // namespace castor::io

@@ -109,6 +109,8 @@ void ShardWriter::close() {
     meta.write_attr_strings("sources", opts_.sources);
   }
   tokens_ = Dataset();
+  CASTOR_CHECK(file_.open_objects() == 0, path_, ": internal error: ", file_.open_objects(),
+               " HDF5 objects still open at close");
   file_.close();
   std::error_code ec;
   std::filesystem::rename(tmp_path_, path_, ec);

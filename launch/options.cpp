@@ -81,7 +81,9 @@ bool parse_train_options(const std::vector<std::string>& args, TrainOptions& out
       "train.ckpt_every", opt(&o.train.ckpt_every), "checkpoint every N steps; 0 = only at the end")(
       "train.threads", opt(&o.train.threads), "CPU threads (OpenMP + OpenBLAS); 0 = all cores")(
       "train.out_dir", opt(&o.train.out_dir), "run directory: checkpoints step_XXXXXXXX.h5, metrics.jsonl")(
-      "train.resume", po::bool_switch(&o.train.resume), "resume from the latest complete checkpoint in out_dir");
+      "train.resume", po::bool_switch(&o.train.resume), "resume from the latest complete checkpoint in out_dir")(
+      "train.exit_after", opt(&o.train.exit_after),
+      "save a checkpoint and exit after N steps of this invocation (for time-limited jobs); 0 = off");
 
   po::options_description data("Data [data]");
   data.add_options()("data.train", opt(&o.train.train_data), "training shards: a .h5 file or a directory of them")(

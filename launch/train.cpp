@@ -15,6 +15,7 @@
 #include "io/checkpoint.h"
 #include "io/checkpoint_file.h"
 #include "io/text_loader.h"
+#include "kernels/cpu/gemm.h"
 #include "launch/metrics.h"
 #include "launch/options.h"
 
@@ -145,7 +146,8 @@ int train_command(const std::vector<std::string>& args) {
     std::printf("saved %s\n", path.c_str());
   };
 
-  for (int64_t step = state.step; step < tc.steps; ++step) {
+  const int64_t first_step = state.step;
+  for (int64_t step = first_step; step < tc.steps; ++step) {
     store.zero_grads();
     double loss_sum = 0.0;
     int64_t count = 0;
@@ -183,6 +185,12 @@ int train_command(const std::vector<std::string>& args) {
       tokens_since_log = 0;
     }
     if (tc.eval_every > 0 && done % tc.eval_every == 0 && done != tc.steps) run_eval(done);
+    if (tc.exit_after > 0 && done - first_step == tc.exit_after && done != tc.steps) {
+      save(done);
+      std::printf("exiting after %lld steps (--train.exit_after); continue with --train.resume\n",
+                  static_cast<long long>(tc.exit_after));
+      return 0;
+    }
     if (tc.ckpt_every > 0 && done % tc.ckpt_every == 0 && done != tc.steps) save(done);
   }
   run_eval(tc.steps);

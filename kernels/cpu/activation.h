@@ -1,5 +1,6 @@
 // Point-wise activations: GELU (tanh approximation, as GPT-2) and SwiGLU (Llama).
-// Backward overwrites (=) the input gradient.
+// Backward overwrites (=) the input gradient. GELU is evaluated as the equal form
+// x * sigmoid(2u), u = sqrt(2/pi) (x + 0.044715 x^3), which stays accurate for x < 0.
 #pragma once
 #include <cstdint>
 

@@ -9,7 +9,6 @@
 #include <omp.h>
 
 #include <algorithm>
-#include <bit>
 #include <cmath>
 #include <cstring>
 
@@ -34,24 +33,122 @@ bool valid_shape(const AttentionShape& s) {
   return s.B > 0 && s.T > 0 && s.H > 0 && s.KVH > 0 && s.D > 0 && s.H % s.KVH == 0;
 }
 
-// exp(x) for x <= 0 (the softmax argument after subtracting the row max), written so
-// that the compiler vectorises the loops calling it. Cephes polynomial, ~1 ulp; inputs
-// below -87 return 0.
-inline float exp_nonpositive(float x) {
-  const float xc = std::max(x, -87.0f);
-  const float n = std::floor(xc * 1.44269504088896341f + 0.5f);
-  float r = xc - n * 0.693359375f;
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wpsabi"  // the vector types never cross this file's boundary
+
+// Lanes match the widest vector register the build targets.
+#if defined(__AVX512F__)
+constexpr int64_t kLanes = 16;
+#elif defined(__AVX__)
+constexpr int64_t kLanes = 8;
+#else
+constexpr int64_t kLanes = 4;
+#endif
+typedef float VecF __attribute__((vector_size(kLanes * sizeof(float))));
+typedef int32_t VecI __attribute__((vector_size(kLanes * sizeof(int32_t))));
+
+inline VecF load(const float* p) {
+  VecF v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+inline void store(float* p, VecF v) { std::memcpy(p, &v, sizeof v); }
+
+// exp(x) lane-wise for x <= ~0: n = round(x / ln2) by truncation (valid for x <= 0.5),
+// Cephes polynomial on the remainder (~1 ulp), times 2^n built in the exponent bits.
+// Results below 2^-126 (x < -87.3) flush to 0; -inf gives 0.
+inline VecF exp_nonpositive(VecF x) {
+  x = x < -100.0f ? VecF{} - 100.0f : x;
+  const VecI ni = __builtin_convertvector(x * 1.44269504088896341f - 0.5f, VecI);
+  const VecF n = __builtin_convertvector(ni, VecF);
+  VecF r = x - n * 0.693359375f;
   r = r - n * -2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
+  VecF p = r * 1.9875691500e-4f + 1.3981999507e-3f;
   p = p * r + 8.3334519073e-3f;
   p = p * r + 4.1665795894e-2f;
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
-  const float y = p * r * r + r + 1.0f;
-  const float scale = std::bit_cast<float>((static_cast<int32_t>(n) + 127) << 23);
-  return x < -87.0f ? 0.0f : y * scale;
+  const VecF y = p * r * r + r + 1.0f;
+  VecI e = ni + 127;
+  e = e < 0 ? VecI{} : e;
+  return y * reinterpret_cast<VecF>(e << 23);
 }
+
+// Fixed-order horizontal reductions (deterministic for a given build).
+inline float hsum(VecF v) {
+  float s = 0.0f;
+  for (int64_t i = 0; i < kLanes; ++i) s += v[i];
+  return s;
+}
+
+inline float row_max(const float* x, int64_t n) {
+  VecF m = VecF{} - INFINITY;
+  int64_t j = 0;
+  for (; j + kLanes <= n; j += kLanes) {
+    const VecF v = load(x + j);
+    m = v > m ? v : m;
+  }
+  float r = -INFINITY;
+  for (int64_t i = 0; i < kLanes; ++i) r = std::max(r, m[i]);
+  for (; j < n; ++j) r = std::max(r, x[j]);
+  return r;
+}
+
+// x[j] = exp(x[j] - shift) for j < n; returns the sum of the new values.
+inline float exp_shift_sum(float* x, int64_t n, float shift) {
+  VecF acc{};
+  int64_t j = 0;
+  for (; j + kLanes <= n; j += kLanes) {
+    const VecF e = exp_nonpositive(load(x + j) - shift);
+    store(x + j, e);
+    acc += e;
+  }
+  if (j < n) {  // tail through a padded vector so every element sees the same math
+    float buf[kLanes];
+    for (int64_t i = 0; i < kLanes; ++i) buf[i] = j + i < n ? x[j + i] : -INFINITY;
+    const VecF e = exp_nonpositive(load(buf) - shift);
+    store(buf, e);
+    for (int64_t i = 0; j + i < n; ++i) x[j + i] = buf[i];
+    acc += e;
+  }
+  return hsum(acc);
+}
+
+// p[j] = exp(p[j] - lse) (the probabilities), ds[j] = p[j] * (ds[j] - di) for j < n,
+// where ds holds dP on entry.
+inline void softmax_grad_row(float* p, float* ds, int64_t n, float lse, float di) {
+  int64_t j = 0;
+  for (; j + kLanes <= n; j += kLanes) {
+    const VecF e = exp_nonpositive(load(p + j) - lse);
+    store(p + j, e);
+    store(ds + j, e * (load(ds + j) - di));
+  }
+  if (j < n) {  // tail through padded vectors, same math
+    float pb[kLanes], db[kLanes];
+    for (int64_t i = 0; i < kLanes; ++i) {
+      pb[i] = j + i < n ? p[j + i] : -INFINITY;
+      db[i] = j + i < n ? ds[j + i] : 0.0f;
+    }
+    const VecF e = exp_nonpositive(load(pb) - lse);
+    store(pb, e);
+    store(db, e * (load(db) - di));
+    for (int64_t i = 0; j + i < n; ++i) {
+      p[j + i] = pb[i];
+      ds[j + i] = db[i];
+    }
+  }
+}
+
+inline float dot(const float* a, const float* b, int64_t n) {
+  VecF acc{};
+  int64_t j = 0;
+  for (; j + kLanes <= n; j += kLanes) acc += load(a + j) * load(b + j);
+  float s = hsum(acc);
+  for (; j < n; ++j) s += a[j] * b[j];
+  return s;
+}
+
+#pragma GCC diagnostic pop
 
 int threads_for(size_t scratch_floats, size_t per_thread) {
   const size_t fit = scratch_floats / per_thread;
@@ -103,16 +200,8 @@ Status attention_forward(float* out, float* lse, const float* qkv, const Attenti
       for (int64_t r = 0; r < rows; ++r) {
         float* row = S + r * n;
         const int64_t len = i0 + r + 1;  // causal: keys 0..i
-        float m = row[0];
-#pragma omp simd reduction(max : m)
-        for (int64_t j = 1; j < len; ++j) m = std::max(m, row[j]);
-        float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-        for (int64_t j = 0; j < len; ++j) {
-          const float e = exp_nonpositive(row[j] - m);
-          row[j] = e;
-          sum += e;
-        }
+        const float m = row_max(row, len);
+        const float sum = exp_shift_sum(row, len, m);
         const float inv = 1.0f / sum;
         for (int64_t j = 0; j < len; ++j) row[j] *= inv;
         for (int64_t j = len; j < n; ++j) row[j] = 0.0f;
@@ -174,21 +263,11 @@ Status attention_backward(float* dqkv, const float* dout, const float* qkv, cons
           cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(rows), int(n), int(D), 1.0f,
                       dob, int(ldo), v, int(ld), 0.0f, dS, int(n));
           for (int64_t r = 0; r < rows; ++r) {
-            const float* orow = o + r * ldo;
-            const float* dorow = dob + r * ldo;
-            float di = 0.0f;  // rowsum(dO * O) = sum_j P_ij dP_ij
-#pragma omp simd reduction(+ : di)
-            for (int64_t d = 0; d < D; ++d) di += dorow[d] * orow[d];
+            const float di = dot(dob + r * ldo, o + r * ldo, D);  // rowsum(dO * O)
             float* prow = P + r * n;
             float* dsrow = dS + r * n;
-            const float l = lse_bh[i0 + r];
             const int64_t len = i0 + r + 1;
-#pragma omp simd
-            for (int64_t j = 0; j < len; ++j) {
-              const float p = exp_nonpositive(prow[j] - l);
-              prow[j] = p;
-              dsrow[j] = p * (dsrow[j] - di);
-            }
+            softmax_grad_row(prow, dsrow, len, lse_bh[i0 + r], di);
             for (int64_t j = len; j < n; ++j) {
               prow[j] = 0.0f;
               dsrow[j] = 0.0f;

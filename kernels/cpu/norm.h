@@ -1,6 +1,7 @@
 // LayerNorm and RMSNorm over the last dimension of (N, C) rows.
 // Forward caches per-row statistics (mean, rstd) for backward.
-// Backward overwrites (=) dx and accumulates (+=) into dw, db.
+// Backward overwrites (=) dx and accumulates (+=) into dw, db; dw and db are bitwise the
+// same for any thread count. LayerNorm without bias: b = nullptr and db = nullptr.
 #pragma once
 #include <cstdint>
 

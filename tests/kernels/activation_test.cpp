@@ -24,7 +24,7 @@ double gelu_ref(double x) { return 0.5 * x * (1.0 + std::tanh(gelu_arg_ref(x)));
 
 // fp32 rounds the exponent z of e^z, so the relative error grows with |z|.
 double tolerance(double want, double z) {
-  return 1e-20 + std::fabs(want) * (4e-6 + 3e-7 * std::fabs(z));
+  return 1e-15 + std::fabs(want) * (4e-6 + 3e-7 * std::fabs(z));
 }
 
 double silu_ref(double x) { return x / (1.0 + std::exp(-x)); }

@@ -21,7 +21,7 @@ using castor::testing::random_vector;
 std::vector<int32_t> random_ids(int64_t N, int64_t V, uint64_t seed) {
   std::mt19937_64 gen(seed);
   std::uniform_int_distribution<int32_t> pick(0, int32_t(V - 1));
-  std::vector<int32_t> ids(size_t(N));
+  std::vector<int32_t> ids(static_cast<size_t>(N));
   for (auto& id : ids) id = pick(gen);
   return ids;
 }

@@ -26,7 +26,7 @@ TEST(LayerNorm, ForwardMatchesDoubleReference) {
   for (auto& v : x) v += 10.0f;  // a large mean must not hurt the variance
   auto w = random_vector(size_t(C), 2);
   auto b = random_vector(size_t(C), 3);
-  std::vector<float> y(x.size()), mean(size_t(N)), rstd(size_t(N));
+  std::vector<float> y(x.size()), mean(static_cast<size_t>(N)), rstd(static_cast<size_t>(N));
   ASSERT_EQ(layernorm_forward(y.data(), mean.data(), rstd.data(), x.data(), w.data(), b.data(),
                               N, C, kEps),
             Status::kOk);
@@ -53,13 +53,13 @@ TEST(LayerNorm, BackwardMatchesFiniteDifferences) {
   auto b = random_vector(size_t(C), 6);
   auto r = random_vector(size_t(N * C), 7);
   auto loss = [&] {
-    std::vector<float> y(x.size()), mean(size_t(N)), rstd(size_t(N));
+    std::vector<float> y(x.size()), mean(static_cast<size_t>(N)), rstd(static_cast<size_t>(N));
     EXPECT_EQ(layernorm_forward(y.data(), mean.data(), rstd.data(), x.data(), w.data(), b.data(),
                                 N, C, kEps),
               Status::kOk);
     return probe(y, r);
   };
-  std::vector<float> y(x.size()), mean(size_t(N)), rstd(size_t(N));
+  std::vector<float> y(x.size()), mean(static_cast<size_t>(N)), rstd(static_cast<size_t>(N));
   ASSERT_EQ(layernorm_forward(y.data(), mean.data(), rstd.data(), x.data(), w.data(), b.data(),
                               N, C, kEps),
             Status::kOk);
@@ -87,7 +87,7 @@ TEST(RmsNorm, ForwardMatchesDoubleReference) {
   const int64_t N = 3, C = 50;
   auto x = random_vector(size_t(N * C), 8, 2.0f);
   auto w = random_vector(size_t(C), 9);
-  std::vector<float> y(x.size()), rstd(size_t(N));
+  std::vector<float> y(x.size()), rstd(static_cast<size_t>(N));
   ASSERT_EQ(rmsnorm_forward(y.data(), rstd.data(), x.data(), w.data(), N, C, kEps), Status::kOk);
   for (int64_t n = 0; n < N; ++n) {
     double ms = 0.0;
@@ -107,12 +107,12 @@ TEST(RmsNorm, BackwardMatchesFiniteDifferences) {
   auto w = random_vector(size_t(C), 11);
   auto r = random_vector(size_t(N * C), 12);
   auto loss = [&] {
-    std::vector<float> y(x.size()), rstd(size_t(N));
+    std::vector<float> y(x.size()), rstd(static_cast<size_t>(N));
     EXPECT_EQ(rmsnorm_forward(y.data(), rstd.data(), x.data(), w.data(), N, C, kEps),
               Status::kOk);
     return probe(y, r);
   };
-  std::vector<float> y(x.size()), rstd(size_t(N));
+  std::vector<float> y(x.size()), rstd(static_cast<size_t>(N));
   ASSERT_EQ(rmsnorm_forward(y.data(), rstd.data(), x.data(), w.data(), N, C, kEps), Status::kOk);
   std::vector<float> dx(x.size(), -5.0f), dw(w.size(), 0.0f);
   ASSERT_EQ(rmsnorm_backward(dx.data(), dw.data(), r.data(), x.data(), w.data(), rstd.data(), N,
@@ -128,11 +128,11 @@ TEST(Norm, ParameterGradientsAreBitwiseIndependentOfThreads) {
   auto w = random_vector(size_t(C), 14);
   auto b = random_vector(size_t(C), 15);
   auto dy = random_vector(size_t(N * C), 16);
-  std::vector<float> y(x.size()), mean(size_t(N)), rstd(size_t(N));
+  std::vector<float> y(x.size()), mean(static_cast<size_t>(N)), rstd(static_cast<size_t>(N));
   ASSERT_EQ(layernorm_forward(y.data(), mean.data(), rstd.data(), x.data(), w.data(), b.data(),
                               N, C, kEps),
             Status::kOk);
-  std::vector<float> rrstd(size_t(N));
+  std::vector<float> rrstd(static_cast<size_t>(N));
   ASSERT_EQ(rmsnorm_forward(y.data(), rrstd.data(), x.data(), w.data(), N, C, kEps), Status::kOk);
   const int before = num_threads();
   std::vector<std::vector<float>> grads[4];

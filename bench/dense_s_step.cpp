@@ -1,0 +1,326 @@
+// castor_bench_dense_s: times full training steps of the "dense-s" model on the cpu
+// backend, built exactly as `castor train` builds it (launch/train.cpp): GPT-2 family,
+// vocab 50257, d_model 384, 6 layers, 6 heads, max_seq_len 1024, micro-batch 4 x 256,
+// fp32. Prints the median tokens/s and ms/step over the timed steps, MFU against the
+// measured SGEMM peak, peak RSS and a per-phase breakdown. The last line,
+// "RESULT key=value ...", is what bench/dense_s.sh reads. Not a test: no assertions.
+#include <unistd.h>
+
+#include <algorithm>
+#include <boost/program_options.hpp>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <random>
+#include <set>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "core/backend.h"
+#include "core/config.h"
+#include "core/error.h"
+#include "core/model.h"
+#include "core/optimizer.h"
+#include "core/param.h"
+#include "kernels/cpu/attention.h"
+#include "kernels/cpu/gemm.h"
+#include "kernels/cpu/lm_head_xent.h"
+#include "launch/metrics.h"
+
+namespace po = boost::program_options;
+namespace kc = castor::kernels::cpu;
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+constexpr double kMiB = 1024.0 * 1024.0;
+
+struct BenchOptions {
+  int64_t steps = 20;       // timed steps
+  int64_t warmup = 3;       // untimed steps first (page faults, thread pool start-up)
+  int threads = 2;
+  int64_t rss_every = 0;    // print RSS every K steps (0: never)
+  std::string rss_at;       // comma-separated step numbers to print RSS at, e.g. 10,100,500,1000
+  std::string family = "gpt2";
+  bool kernels = false;     // also time the fused head and attention kernels on their own
+  uint64_t seed = 1337;
+};
+
+// The dense-s benchmark shape.
+constexpr int64_t kBatch = 4, kSeq = 256;
+
+castor::ModelConfig dense_s_config(const std::string& family) {
+  castor::ModelConfig mc;
+  mc.family = castor::parse_family(family);
+  mc.vocab_size = 50257;
+  mc.d_model = 384;
+  mc.n_layers = 6;
+  mc.n_heads = 6;
+  mc.max_seq_len = 1024;  // as GPT-2; the (1024, 384) position table is trained too
+  return mc;
+}
+
+double ms_since(Clock::time_point t0) { return std::chrono::duration<double, std::milli>(Clock::now() - t0).count(); }
+
+double median(std::vector<double> v) {
+  if (v.empty()) return std::nan("");
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+// Resident set size now (not the peak), from /proc/self/statm; -1 where unavailable.
+int64_t current_rss_bytes() {
+  std::ifstream f("/proc/self/statm");
+  int64_t pages_total = 0, pages_resident = 0;
+  if (!(f >> pages_total >> pages_resident)) return -1;
+  return pages_resident * int64_t(sysconf(_SC_PAGESIZE));
+}
+
+std::set<int64_t> parse_step_list(const std::string& s) {
+  std::set<int64_t> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    if (item.empty()) continue;
+    size_t used = 0;
+    int64_t v = -1;
+    try {
+      v = std::stoll(item, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    CASTOR_CHECK(used == item.size() && v > 0, "--rss-at: '", item, "' is not a positive step number");
+    out.insert(v);
+  }
+  return out;
+}
+
+// Returns false when --help was printed.
+bool parse_options(int argc, char** argv, BenchOptions& o) {
+  po::options_description desc(
+      "castor_bench_dense_s: training-step throughput of the dense-s model (batch 4 x 256, fp32)");
+  desc.add_options()("help,h", "print this help and exit")(
+      "steps", po::value(&o.steps)->default_value(o.steps), "timed training steps")(
+      "warmup", po::value(&o.warmup)->default_value(o.warmup), "untimed steps before the timed ones")(
+      "threads", po::value(&o.threads)->default_value(o.threads), "OpenMP/OpenBLAS threads")(
+      "rss-every", po::value(&o.rss_every)->default_value(o.rss_every),
+      "print current and peak RSS every K steps (0: never)")(
+      "rss-at", po::value(&o.rss_at)->default_value(o.rss_at),
+      "comma-separated steps (counting warmup) to print RSS at, e.g. 10,100,500,1000")(
+      "family", po::value(&o.family)->default_value(o.family), "gpt2 (the dense-s config) or llama (same sizes)")(
+      "kernels", po::bool_switch(&o.kernels), "also time the fused LM head and attention kernels alone")(
+      "seed", po::value(&o.seed)->default_value(o.seed), "parameter init and token seed");
+  po::variables_map vm;
+  po::store(po::parse_command_line(argc, argv, desc), vm);
+  if (vm.count("help")) {
+    std::cout << desc << "\n";
+    return false;
+  }
+  po::notify(vm);
+  CASTOR_CHECK(o.steps > 0, "--steps must be positive (got ", o.steps, ")");
+  CASTOR_CHECK(o.warmup >= 0, "--warmup must be >= 0 (got ", o.warmup, ")");
+  CASTOR_CHECK(o.threads > 0, "--threads must be positive (got ", o.threads, ")");
+  CASTOR_CHECK(o.rss_every >= 0, "--rss-every must be >= 0 (got ", o.rss_every, ")");
+  return true;
+}
+
+// Median milliseconds of `reps` calls of fn after one untimed call.
+template <typename Fn>
+double time_ms(int reps, Fn&& fn) {
+  fn();
+  std::vector<double> t;
+  for (int i = 0; i < reps; ++i) {
+    auto t0 = Clock::now();
+    fn();
+    t.push_back(ms_since(t0));
+  }
+  return median(t);
+}
+
+// The two kernels that dominate or are new: the fused head (3 GEMMs of N x C x V plus
+// softmax) with the chunk size core/model.cpp picks, and causal attention fwd/bwd.
+void time_kernels(const castor::ModelConfig& mc, uint64_t seed) {
+  const int64_t N = kBatch * kSeq, C = mc.d_model, V = mc.vocab_size;
+  std::mt19937 rng{uint32_t(seed)};
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::uniform_int_distribution<int32_t> token(0, int32_t(V - 1));
+  std::vector<float> x(size_t(N * C)), w(size_t(V * C)), dx(size_t(N * C)), dw(size_t(V * C), 0.0f);
+  for (auto& v : x) v = normal(rng);
+  for (auto& v : w) v = 0.02f * normal(rng);
+  std::vector<int32_t> targets(static_cast<size_t>(N));
+  for (auto& t : targets) t = token(rng);
+  // Same rule as core/model.cpp (bounded logits scratch).
+  const int64_t chunk = std::clamp<int64_t>((int64_t(16) << 20) / V, 1, std::min<int64_t>(N, 512));
+  std::vector<float> scratch(kc::lm_head_xent_scratch_floats(chunk, V));
+  kc::XentResult r;
+  const double head_train = time_ms(3, [&] {
+    CASTOR_KERNEL_CHECK(kc::lm_head_xent(&r, x.data(), w.data(), targets.data(), N, C, V, 1.0f / float(N),
+                                         dx.data(), dw.data(), scratch.data(), chunk));
+  });
+  const double head_eval = time_ms(3, [&] {
+    CASTOR_KERNEL_CHECK(kc::lm_head_xent(&r, x.data(), w.data(), targets.data(), N, C, V, 0.0f, nullptr, nullptr,
+                                         scratch.data(), chunk));
+  });
+  const double head_gflop = 3.0 * 2.0 * double(N) * double(C) * double(V) / 1e9;
+
+  const kc::AttentionShape s{kBatch, kSeq, mc.n_heads, mc.kv_heads(), mc.head_dim()};
+  const int64_t qkv_cols = (s.H + 2 * s.KVH) * s.D;
+  std::vector<float> qkv(size_t(N * qkv_cols)), out(size_t(N * s.H * s.D)), dout(out.size()), dqkv(qkv.size());
+  std::vector<float> lse(size_t(s.B * s.H * s.T));
+  for (auto& v : qkv) v = normal(rng);
+  for (auto& v : dout) v = normal(rng);
+  const size_t attn_scratch_floats = kc::attention_scratch_floats(s, kc::num_threads());
+  std::vector<float> attn_scratch(attn_scratch_floats);
+  const double attn_fwd = time_ms(5, [&] {
+    CASTOR_KERNEL_CHECK(kc::attention_forward(out.data(), lse.data(), qkv.data(), s, attn_scratch.data(),
+                                              attn_scratch_floats));
+  });
+  const double attn_bwd = time_ms(5, [&] {
+    CASTOR_KERNEL_CHECK(kc::attention_backward(dqkv.data(), dout.data(), qkv.data(), out.data(), lse.data(), s,
+                                               attn_scratch.data(), attn_scratch_floats));
+  });
+
+  std::printf("\nkernels alone (median, same shapes as one step):\n");
+  std::printf("  lm_head_xent train (logits, dx, dW; chunk %lld rows)  %8.1f ms  (%.1f GFLOP/s)\n",
+              static_cast<long long>(chunk), head_train, head_gflop / (head_train / 1e3));
+  std::printf("  lm_head_xent eval  (logits + softmax only)          %8.1f ms\n", head_eval);
+  std::printf("  attention forward, one layer (x%lld per step)         %8.2f ms\n",
+              static_cast<long long>(mc.n_layers), attn_fwd);
+  std::printf("  attention backward, one layer (x%lld per step)        %8.2f ms\n",
+              static_cast<long long>(mc.n_layers), attn_bwd);
+}
+
+int run(const BenchOptions& o) {
+  auto backend = castor::make_cpu_backend(o.threads);
+  const castor::ModelConfig mc = dense_s_config(o.family);
+  const castor::OptimConfig oc;  // defaults of `castor train`
+  const int64_t B = kBatch, T = kSeq;
+
+  castor::ParamStore store;
+  castor::Transformer model(mc, store, *backend, B, T);
+  store.allocate(*backend);
+  store.initialize(o.seed);
+  castor::AdamW optim(oc, store, *backend);
+
+  const double peak_flops = castor::launch::measure_sgemm_peak();
+  const double flops_per_token = castor::launch::model_flops_per_token(mc, T);
+  std::printf("castor dense-s: %s, %lld layers, d_model %lld, %lld heads, vocab %lld, max_seq_len %lld, "
+              "%.2fM params (%.2fM non-embedding)\n",
+              castor::family_name(mc.family).c_str(), static_cast<long long>(mc.n_layers),
+              static_cast<long long>(mc.d_model), static_cast<long long>(mc.n_heads),
+              static_cast<long long>(mc.vocab_size), static_cast<long long>(mc.max_seq_len),
+              double(store.numel()) / 1e6, double(mc.non_embedding_params()) / 1e6);
+  std::printf("batch %lld x %lld, fp32, threads %d; measured SGEMM peak %.1f GFLOP/s (768^3, MFU reference); "
+              "model FLOPs %.1f MFLOP/token, %.1f GFLOP/step\n",
+              static_cast<long long>(B), static_cast<long long>(T), kc::num_threads(), peak_flops / 1e9,
+              flops_per_token / 1e6, flops_per_token * double(B * T) / 1e9);
+  std::printf("steps: %lld warmup + %lld timed\n", static_cast<long long>(o.warmup), static_cast<long long>(o.steps));
+  std::fflush(stdout);
+
+  // A fixed pool of random token windows of T + 1: ids = window[0, T), targets = [1, T].
+  constexpr int kPool = 8;
+  std::mt19937 rng{uint32_t(o.seed)};
+  std::uniform_int_distribution<int32_t> token(0, int32_t(mc.vocab_size - 1));
+  std::vector<std::vector<int32_t>> pool_ids(kPool), pool_targets(kPool);
+  for (int p = 0; p < kPool; ++p) {
+    pool_ids[p].resize(size_t(B * T));
+    pool_targets[p].resize(size_t(B * T));
+    for (int64_t b = 0; b < B; ++b) {
+      std::vector<int32_t> window(size_t(T + 1));
+      for (auto& t : window) t = token(rng);
+      std::copy(window.begin(), window.end() - 1, pool_ids[p].begin() + b * T);
+      std::copy(window.begin() + 1, window.end(), pool_targets[p].begin() + b * T);
+    }
+  }
+
+  const std::set<int64_t> rss_at = parse_step_list(o.rss_at);
+  const float grad_scale = 1.0f / float(B * T);
+  const int64_t total = o.warmup + o.steps;
+  std::vector<double> t_zero, t_fwd, t_bwd, t_opt, t_step;
+  double first_loss = std::nan(""), last_loss = std::nan("");
+  for (int64_t step = 0; step < total; ++step) {
+    const auto& ids = pool_ids[size_t(step % kPool)];
+    const auto& targets = pool_targets[size_t(step % kPool)];
+    const auto t0 = Clock::now();
+    store.zero_grads();
+    const auto t1 = Clock::now();
+    const auto r = model.forward(ids.data(), targets.data(), B, T, &grad_scale);
+    const auto t2 = Clock::now();
+    model.backward();
+    const auto t3 = Clock::now();
+    const double norm = optim.grad_norm();
+    optim.step(castor::learning_rate(oc, step, total), norm);
+    const auto t4 = Clock::now();
+
+    const double loss = r.loss_sum / double(r.count);
+    CASTOR_CHECK(std::isfinite(loss), "loss is not finite at step ", step + 1, " (", loss, ")");
+    if (step == 0) first_loss = loss;
+    last_loss = loss;
+    if (step >= o.warmup) {
+      auto ms = [](Clock::time_point a, Clock::time_point b) {
+        return std::chrono::duration<double, std::milli>(b - a).count();
+      };
+      t_zero.push_back(ms(t0, t1));
+      t_fwd.push_back(ms(t1, t2));
+      t_bwd.push_back(ms(t2, t3));
+      t_opt.push_back(ms(t3, t4));
+      t_step.push_back(ms(t0, t4));
+    }
+    const int64_t done = step + 1;
+    if ((o.rss_every > 0 && done % o.rss_every == 0) || rss_at.count(done)) {
+      std::printf("step %6lld | loss %.4f | %.0f ms | RSS %.1f MiB | peak RSS %.1f MiB | backend allocated %.1f MiB\n",
+                  static_cast<long long>(done), loss, ms_since(t0), double(current_rss_bytes()) / kMiB,
+                  double(castor::launch::peak_rss_bytes()) / kMiB, double(backend->allocated_bytes()) / kMiB);
+      std::fflush(stdout);
+    }
+  }
+
+  const double step_ms = median(t_step);
+  const double tokens_per_s = double(B * T) / (step_ms / 1e3);
+  const double mfu = tokens_per_s * flops_per_token / peak_flops;
+  const double peak_rss_mib = double(castor::launch::peak_rss_bytes()) / kMiB;
+  const double zero_ms = median(t_zero), fwd_ms = median(t_fwd), bwd_ms = median(t_bwd), opt_ms = median(t_opt);
+  const auto [min_it, max_it] = std::minmax_element(t_step.begin(), t_step.end());
+
+  std::printf("loss: step 1 %.4f, step %lld %.4f (random tokens; ln V = %.4f)\n", first_loss,
+              static_cast<long long>(total), last_loss, std::log(double(mc.vocab_size)));
+  std::printf("\nphase (median ms over %lld steps)         ms   share\n", static_cast<long long>(o.steps));
+  auto row = [&](const char* name, double ms) {
+    std::printf("  %-34s %8.1f  %5.1f%%\n", name, ms, 100.0 * ms / step_ms);
+  };
+  row("zero_grads", zero_ms);
+  row("forward (blocks + fused head/xent)", fwd_ms);
+  row("backward (blocks + embeddings)", bwd_ms);
+  row("optimizer (grad_norm + AdamW)", opt_ms);
+  row("step (end to end)", step_ms);
+  std::printf("  step min / max: %.1f / %.1f ms\n", *min_it, *max_it);
+  std::printf("\ntokens/s %.1f | ms/step %.1f | MFU %.1f%% | achieved %.1f GFLOP/s | peak RSS %.1f MiB "
+              "(backend peak %.1f MiB)\n",
+              tokens_per_s, step_ms, 100.0 * mfu, tokens_per_s * flops_per_token / 1e9, peak_rss_mib,
+              double(backend->peak_bytes()) / kMiB);
+  std::fflush(stdout);
+
+  if (o.kernels) time_kernels(mc, o.seed);
+
+  std::printf("RESULT impl=castor tokens_per_s=%.1f ms_per_step=%.2f mfu=%.4f peak_rss_mib=%.1f sgemm_gflops=%.2f "
+              "zero_ms=%.2f fwd_ms=%.2f bwd_ms=%.2f opt_ms=%.2f\n",
+              tokens_per_s, step_ms, mfu, peak_rss_mib, peak_flops / 1e9, zero_ms, fwd_ms, bwd_ms, opt_ms);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    BenchOptions o;
+    if (!parse_options(argc, argv, o)) return 0;
+    return run(o);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "castor_bench_dense_s: error: %s\n", e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,62 @@
+"""Shared helpers for the Python tests: locating the castor binary, running it, and
+making small real shards from the King James Bible (or a bundled fallback text)."""
+import os
+import subprocess
+import sys
+import tempfile
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def castor_bin():
+    path = os.environ.get("CASTOR_BIN") or os.path.join(REPO, "build", "bin", "castor")
+    if not os.path.exists(path):
+        sys.exit(f"castor binary not found at {path} (build first or set CASTOR_BIN)")
+    return path
+
+
+def run(args, check=True, env=None, timeout=900):
+    """Runs castor with args; returns CompletedProcess (text mode)."""
+    full_env = dict(os.environ)
+    full_env.setdefault("OMP_NUM_THREADS", "1")
+    if env:
+        full_env.update(env)
+    p = subprocess.run([castor_bin()] + list(args), capture_output=True, text=True, env=full_env,
+                       timeout=timeout)
+    if check and p.returncode != 0:
+        sys.exit(f"castor {' '.join(args)} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
+    return p
+
+
+def kjv_text(out_dir):
+    """Writes train.txt / val.txt of the KJV with scripts/kjv.sh; returns their paths."""
+    subprocess.run(["bash", os.path.join(REPO, "scripts", "kjv.sh"), out_dir], check=True,
+                   capture_output=True)
+    return os.path.join(out_dir, "train.txt"), os.path.join(out_dir, "val.txt")
+
+
+def prep(text_path, out_dir, tokenizer="gpt2", extra=()):
+    run(["prep", "text", "--tokenizer", tokenizer, "--input", text_path, "--out", out_dir, "--quiet",
+         *extra])
+    return out_dir
+
+
+def tempdir():
+    return tempfile.TemporaryDirectory(prefix="castor-test-")
+
+
+failures = []
+
+
+def check(cond, message):
+    """Records a failure (printed at the end) instead of stopping at the first."""
+    print(("ok   " if cond else "FAIL ") + message)
+    if not cond:
+        failures.append(message)
+
+
+def finish():
+    if failures:
+        print(f"{len(failures)} failed")
+        sys.exit(1)
+    print("all passed")

@@ -1,0 +1,98 @@
+"""Bad input to the castor executable: each case must exit non-zero with exactly one
+line on stderr, "castor: error: rank 0: ...", naming the file or option at fault."""
+import os
+import shutil
+
+import h5py
+import numpy as np
+
+from castor_testing import check, finish, prep, run, tempdir
+
+with tempdir() as tmp:
+    text = os.path.join(tmp, "tiny.txt")
+    with open(text, "w") as f:
+        for i in range(200):
+            f.write(f"In the beginning was verse number {i}, and it was good.\n\n")
+    good = prep(text, os.path.join(tmp, "good"), tokenizer="byte")
+    shard = os.path.join(good, "shard-00000.h5")
+    base = ["train", "--data.train", shard, "--model.d_model", "32", "--model.n_layers", "1",
+            "--model.n_heads", "2", "--model.max_seq_len", "32", "--train.seq_len", "16",
+            "--train.steps", "2", "--train.micro_batch", "2"]
+
+    def expect_error(name, args, *needles):
+        p = run(args, check=False)
+        lines = [l for l in p.stderr.splitlines() if l.strip()]
+        ok = p.returncode != 0 and len(lines) == 1 and lines[0].startswith("castor: error: rank 0: ")
+        ok = ok and all(n in lines[0] for n in needles)
+        check(ok, f"{name}: exit {p.returncode}, stderr {lines!r}")
+
+    # The good configuration trains (the baseline the bad cases are edits of).
+    p = run(base, check=False)
+    check(p.returncode == 0 and "done: 2 steps" in p.stdout, f"baseline trains: {p.stderr.strip()}")
+
+    expect_error("negative lr", base + ["--optim.lr=-0.001"], "--optim.lr must be positive")
+    expect_error("heads not dividing d_model", base + ["--model.n_heads", "3"],
+                 "--model.n_heads (3) must divide --model.d_model (32)")
+    expect_error("seq_len above max positions", base + ["--train.seq_len", "64"],
+                 "--train.seq_len (64) exceeds --model.max_seq_len (32)")
+    expect_error("unknown option", base + ["--train.bogus", "1"], "train.bogus")
+    expect_error("bad value type", base + ["--train.steps", "ten"], "train.steps")
+    expect_error("unknown family", base + ["--model.family", "bert"], "--model.family", "bert")
+    expect_error("missing config", base + ["--config", os.path.join(tmp, "nope.ini")], "nope.ini")
+    ini = os.path.join(tmp, "bad.ini")
+    with open(ini, "w") as f:
+        f.write("[model]\nd_modle = 64\n")
+    expect_error("unknown key in config", base + ["--config", ini], "bad.ini", "d_modle")
+    expect_error("missing data", base + ["--data.train", os.path.join(tmp, "missing.h5")], "missing.h5")
+    expect_error("vocab too small", base + ["--model.vocab_size", "100"], "--model.vocab_size (100)")
+
+    garbage = os.path.join(tmp, "garbage.h5")
+    with open(garbage, "w") as f:
+        f.write("this is not an HDF5 file\n" * 100)
+    expect_error("not HDF5", base + ["--data.train", garbage], "garbage.h5")
+
+    truncated = os.path.join(tmp, "truncated.h5")
+    with open(shard, "rb") as f:
+        data = f.read()
+    with open(truncated, "wb") as f:
+        f.write(data[: len(data) // 2])
+    expect_error("truncated shard", base + ["--data.train", truncated], "truncated.h5")
+
+    empty = os.path.join(tmp, "empty.h5")
+    open(empty, "w").close()
+    expect_error("empty file", base + ["--data.train", empty], "empty.h5")
+
+    wrong_schema = os.path.join(tmp, "schema2.h5")
+    shutil.copy(shard, wrong_schema)
+    with h5py.File(wrong_schema, "r+") as f:
+        f.attrs["schema_version"] = "2.0"
+    expect_error("unknown schema major", base + ["--data.train", wrong_schema], "schema2.h5", "2.0")
+
+    bad_ids = os.path.join(tmp, "bad_ids.h5")
+    shutil.copy(shard, bad_ids)
+    with h5py.File(bad_ids, "r+") as f:
+        tokens = f["text/tokens"]
+        tokens[3] = 300  # byte tokenizer: vocab 257
+    expect_error("token id >= vocab", base + ["--data.train", bad_ids], "bad_ids.h5", "300")
+
+    wrong_format = os.path.join(tmp, "other.h5")
+    with h5py.File(wrong_format, "w") as f:
+        f.create_dataset("x", data=np.arange(10))
+    expect_error("HDF5 but not a shard", base + ["--data.train", wrong_format], "other.h5")
+
+    expect_error("unknown command", ["frobnicate"], "unknown command 'frobnicate'")
+    expect_error("unknown prep pipeline", ["prep", "video"], "unknown prep pipeline 'video'")
+    expect_error("prep missing input", ["prep", "text", "--input", os.path.join(tmp, "no.txt"), "--out", tmp],
+                 "no.txt")
+    expect_error("unknown tokenizer", ["prep", "text", "--tokenizer", "sentencepiece", "--input", text,
+                                       "--out", os.path.join(tmp, "x")], "sentencepiece")
+    expect_error("resume without out_dir", base + ["--train.resume"], "--train.resume")
+
+    for cmd in (["--help"], ["train", "--help"], ["prep", "text", "--help"], ["tokenize", "--help"]):
+        p = run(cmd, check=False)
+        check(p.returncode == 0 and "Usage" in p.stdout, f"castor {' '.join(cmd)} prints usage")
+    p = run(["train", "--help"], check=False)
+    check("--optim.lr" in p.stdout and "0.0006" in p.stdout or "6e-04" in p.stdout,
+          "train --help shows options with defaults")
+
+finish()
