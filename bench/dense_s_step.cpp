@@ -46,6 +46,7 @@ struct BenchOptions {
   std::string rss_at;       // comma-separated step numbers to print RSS at, e.g. 10,100,500,1000
   std::string family = "gpt2";
   bool kernels = false;     // also time the fused head and attention kernels on their own
+  int peak_reps = 5;        // calls of measure_sgemm_peak; the best is the MFU reference
   uint64_t seed = 1337;
 };
 
@@ -113,6 +114,8 @@ bool parse_options(int argc, char** argv, BenchOptions& o) {
       "comma-separated steps (counting warmup) to print RSS at, e.g. 10,100,500,1000")(
       "family", po::value(&o.family)->default_value(o.family), "gpt2 (the dense-s config) or llama (same sizes)")(
       "kernels", po::bool_switch(&o.kernels), "also time the fused LM head and attention kernels alone")(
+      "peak-reps", po::value(&o.peak_reps)->default_value(o.peak_reps),
+      "calls of measure_sgemm_peak (3 timed products each); the best is the MFU reference")(
       "seed", po::value(&o.seed)->default_value(o.seed), "parameter init and token seed");
   po::variables_map vm;
   po::store(po::parse_command_line(argc, argv, desc), vm);
@@ -124,6 +127,7 @@ bool parse_options(int argc, char** argv, BenchOptions& o) {
   CASTOR_CHECK(o.steps > 0, "--steps must be positive (got ", o.steps, ")");
   CASTOR_CHECK(o.warmup >= 0, "--warmup must be >= 0 (got ", o.warmup, ")");
   CASTOR_CHECK(o.threads > 0, "--threads must be positive (got ", o.threads, ")");
+  CASTOR_CHECK(o.peak_reps > 0, "--peak-reps must be positive (got ", o.peak_reps, ")");
   CASTOR_CHECK(o.rss_every >= 0, "--rss-every must be >= 0 (got ", o.rss_every, ")");
   return true;
 }
@@ -143,7 +147,8 @@ double time_ms(int reps, Fn&& fn) {
 
 // The two kernels that dominate or are new: the fused head (3 GEMMs of N x C x V plus
 // softmax) with the chunk size core/model.cpp picks, and causal attention fwd/bwd.
-void time_kernels(const castor::ModelConfig& mc, uint64_t seed) {
+// fwd_ms/bwd_ms: the step's phase medians, to split them into head and blocks.
+void time_kernels(const castor::ModelConfig& mc, uint64_t seed, double fwd_ms, double bwd_ms) {
   const int64_t N = kBatch * kSeq, C = mc.d_model, V = mc.vocab_size;
   std::mt19937 rng{uint32_t(seed)};
   std::normal_distribution<float> normal(0.0f, 1.0f);
@@ -192,6 +197,8 @@ void time_kernels(const castor::ModelConfig& mc, uint64_t seed) {
               static_cast<long long>(mc.n_layers), attn_fwd);
   std::printf("  attention backward, one layer (x%lld per step)        %8.2f ms\n",
               static_cast<long long>(mc.n_layers), attn_bwd);
+  std::printf("  => step forward minus head train (blocks + embeddings forward)  ~%.0f ms\n", fwd_ms - head_train);
+  std::printf("  => step backward (blocks + embeddings backward; head grads were in forward)  %.0f ms\n", bwd_ms);
 }
 
 int run(const BenchOptions& o) {
@@ -206,7 +213,9 @@ int run(const BenchOptions& o) {
   store.initialize(o.seed);
   castor::AdamW optim(oc, store, *backend);
 
-  const double peak_flops = castor::launch::measure_sgemm_peak();
+  // Best of several measurements: on a shared machine a single one is easily disturbed.
+  double peak_flops = 0.0;
+  for (int i = 0; i < o.peak_reps; ++i) peak_flops = std::max(peak_flops, castor::launch::measure_sgemm_peak());
   const double flops_per_token = castor::launch::model_flops_per_token(mc, T);
   std::printf("castor dense-s: %s, %lld layers, d_model %lld, %lld heads, vocab %lld, max_seq_len %lld, "
               "%.2fM params (%.2fM non-embedding)\n",
@@ -304,7 +313,7 @@ int run(const BenchOptions& o) {
               double(backend->peak_bytes()) / kMiB);
   std::fflush(stdout);
 
-  if (o.kernels) time_kernels(mc, o.seed);
+  if (o.kernels) time_kernels(mc, o.seed, fwd_ms, bwd_ms);
 
   std::printf("RESULT impl=castor tokens_per_s=%.1f ms_per_step=%.2f mfu=%.4f peak_rss_mib=%.1f sgemm_gflops=%.2f "
               "zero_ms=%.2f fwd_ms=%.2f bwd_ms=%.2f opt_ms=%.2f\n",

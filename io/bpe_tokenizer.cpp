@@ -2,11 +2,12 @@
 // GPT-2's regex (hand-written, see gpt2_split) -> per piece, start from one symbol per byte
 // and repeatedly merge the lowest-ranked adjacent pair (vocab.bpe order) everywhere it
 // occurs. Tokens are stored as raw bytes (bytes_to_unicode is undone at load time); merges
-// are keyed by (left id, right id). Pieces' ids are cached in a sharded, mutex-guarded map.
+// are keyed by (left id, right id). Each encode() call caches its pieces' ids in a table of
+// its own, so the tokenizer holds no mutable state and threads never wait on each other.
 #include <array>
-#include <climits>
+#include <cstdint>
 #include <fstream>
-#include <mutex>
+#include <functional>
 #include <queue>
 #include <sstream>
 #include <unordered_map>
@@ -153,8 +154,8 @@ std::array<uint32_t, 256> byte_to_code_point() {
 
 std::string read_file(const std::string& path, const std::string& dir) {
   std::ifstream f(path, std::ios::binary);
-  CASTOR_CHECK(f.good(), "gpt2 tokenizer: cannot open ", path,
-               " (expected GPT-2's encoder.json and vocab.bpe in ", dir, ")");
+  CASTOR_CHECK(f.good(), "gpt2 tokenizer: cannot open ", path, " (expected GPT-2's encoder.json and vocab.bpe in ", dir,
+               ")");
   std::ostringstream ss;
   ss << f.rdbuf();
   CASTOR_CHECK(!f.bad(), "gpt2 tokenizer: cannot read ", path);
@@ -213,9 +214,57 @@ class MergeTable {
   size_t mask_ = 0;
 };
 
-struct StringHash {
-  using is_transparent = void;
-  size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+// Per-call memo of the pieces of one text: piece -> where its ids already sit in the output.
+// Open addressing over (hash, offset, length) into the text; no allocation per entry.
+class PieceMemo {
+ public:
+  struct Slot {
+    uint64_t hash = 0;
+    size_t off = 0, len = 0;   // len == 0: empty slot
+    size_t at = 0, count = 0;  // ids[at, at + count) of the output
+  };
+
+  explicit PieceMemo(std::string_view text) : text_(text), slots_(256), mask_(255) {}
+
+  // The slot of `piece` (a substring of the text at `off`); *found tells whether it was
+  // already there. A new slot must be filled (at, count) before the next call.
+  Slot& lookup(size_t off, size_t len, bool* found) {
+    if (2 * (size_ + 1) > slots_.size()) grow();
+    const uint64_t h = std::hash<std::string_view>{}(text_.substr(off, len));
+    for (size_t s = h & mask_;; s = (s + 1) & mask_) {
+      Slot& slot = slots_[s];
+      if (slot.len == 0) {
+        slot.hash = h;
+        slot.off = off;
+        slot.len = len;
+        ++size_;
+        *found = false;
+        return slot;
+      }
+      if (slot.hash == h && slot.len == len && text_.compare(slot.off, len, text_, off, len) == 0) {
+        *found = true;
+        return slot;
+      }
+    }
+  }
+
+ private:
+  void grow() {
+    std::vector<Slot> old(slots_.size() * 2);
+    old.swap(slots_);
+    mask_ = slots_.size() - 1;
+    for (const Slot& o : old) {
+      if (o.len == 0) continue;
+      size_t s = o.hash & mask_;
+      while (slots_[s].len != 0) s = (s + 1) & mask_;
+      slots_[s] = o;
+    }
+  }
+
+  std::string_view text_;
+  std::vector<Slot> slots_;
+  size_t mask_;
+  size_t size_ = 0;
 };
 
 class Gpt2Tokenizer final : public Tokenizer {
@@ -229,25 +278,26 @@ class Gpt2Tokenizer final : public Tokenizer {
   std::vector<int32_t> encode(std::string_view text) const override {
     std::vector<int32_t> ids;
     ids.reserve(text.size() / 4 + 1);
-    std::vector<int32_t> scratch;
-    // Pieces seen earlier in this call -> where their ids already sit in `ids`. Checked
-    // before the shared cache, so threads encoding documents rarely touch its locks.
-    std::unordered_map<std::string_view, std::pair<uint32_t, uint32_t>> seen;
+    std::vector<int32_t> sym;
+    PieceMemo memo(text);
     split_pieces(text, [&](size_t off, size_t len) {
-      std::string_view piece = text.substr(off, len);
       if (len == 1) {
-        ids.push_back(byte_id_[static_cast<unsigned char>(piece[0])]);
+        ids.push_back(byte_id_[static_cast<unsigned char>(text[off])]);
         return;
       }
-      auto [it, fresh] = seen.try_emplace(piece);
-      if (!fresh) {
-        const auto [at, count] = it->second;
-        for (uint32_t k = 0; k < count; ++k) ids.push_back(ids[at + k]);
+      bool found;
+      PieceMemo::Slot& slot = memo.lookup(off, len, &found);
+      if (found) {
+        for (size_t k = 0; k < slot.count; ++k) {
+          const int32_t id = ids[slot.at + k];
+          ids.push_back(id);
+        }
         return;
       }
-      const size_t at = ids.size();
-      encode_piece(piece, ids, scratch);
-      it->second = {static_cast<uint32_t>(at), static_cast<uint32_t>(ids.size() - at)};
+      bpe(text.substr(off, len), sym);
+      slot.at = ids.size();
+      slot.count = sym.size();
+      ids.insert(ids.end(), sym.begin(), sym.end());
     });
     return ids;
   }
@@ -263,38 +313,7 @@ class Gpt2Tokenizer final : public Tokenizer {
   }
 
  private:
-  static constexpr size_t kMaxCachedPiece = 128;  // bytes
-  static constexpr size_t kShardCapacity = 1 << 14;
   static constexpr size_t kHeapThreshold = 64;  // pieces longer than this merge with a heap
-
-  struct CacheShard {
-    std::mutex mu;
-    std::unordered_map<std::string, std::vector<int32_t>, StringHash, std::equal_to<>> map;
-  };
-
-  // Appends the ids of one piece (two bytes or more), through the shared cache.
-  void encode_piece(std::string_view piece, std::vector<int32_t>& out, std::vector<int32_t>& scratch) const {
-    if (piece.size() > kMaxCachedPiece) {
-      bpe(piece, scratch);
-      out.insert(out.end(), scratch.begin(), scratch.end());
-      return;
-    }
-    size_t h = StringHash{}(piece);
-    CacheShard& shard = cache_[(h >> 7) % cache_.size()];
-    {
-      std::lock_guard<std::mutex> lock(shard.mu);
-      auto it = shard.map.find(piece);
-      if (it != shard.map.end()) {
-        out.insert(out.end(), it->second.begin(), it->second.end());
-        return;
-      }
-    }
-    bpe(piece, scratch);
-    out.insert(out.end(), scratch.begin(), scratch.end());
-    std::lock_guard<std::mutex> lock(shard.mu);
-    if (shard.map.size() >= kShardCapacity) shard.map.clear();
-    shard.map.emplace(std::string(piece), scratch);
-  }
 
   // BPE of one piece into `sym`. Each step finds the lowest-ranked adjacent pair and merges
   // every non-overlapping occurrence of it, left to right (the original algorithm).
@@ -378,7 +397,6 @@ class Gpt2Tokenizer final : public Tokenizer {
   MergeTable merges_{0};
   bool heap_exact_ = false;
   int32_t eot_id_ = -1;
-  mutable std::array<CacheShard, 64> cache_;
 };
 
 Gpt2Tokenizer::Gpt2Tokenizer(const std::string& data_dir) {

@@ -26,8 +26,8 @@ std::vector<std::string> split_name(const std::string& name) {
 void validate_name(const std::string& file, const std::string& name) {
   CASTOR_CHECK(!name.empty(), file, ": empty checkpoint entry name");
   for (const std::string& part : split_name(name))
-    CASTOR_CHECK(!part.empty() && part != "." && part != "..", file, ": bad checkpoint entry name \"",
-                 name, "\" (empty, '.' or '..' path component)");
+    CASTOR_CHECK(!part.empty() && part != "." && part != "..", file, ": bad checkpoint entry name \"", name,
+                 "\" (empty, '.' or '..' path component)");
 }
 
 bool is_meta(const std::string& name) { return name == "meta" || name.rfind("meta/", 0) == 0; }
@@ -45,8 +45,7 @@ std::string shape_string(const std::vector<int64_t>& s) {
   return out + "]";
 }
 
-void collect_tensors(const Group& g, const std::string& prefix, bool skip_meta,
-                     std::vector<std::string>* out) {
+void collect_tensors(const Group& g, const std::string& prefix, bool skip_meta, std::vector<std::string>* out) {
   for (const std::string& child : g.children()) {
     if (skip_meta && child == "meta") continue;
     const std::string name = prefix.empty() ? child : prefix + "/" + child;
@@ -64,8 +63,7 @@ void collect_tensors(const Group& g, const std::string& prefix, bool skip_meta,
 
 CheckpointWriter::CheckpointWriter(std::string path, int deflate_level)
     : path_(std::move(path)), tmp_path_(path_ + ".tmp"), deflate_level_(deflate_level) {
-  CASTOR_CHECK(deflate_level_ >= 0 && deflate_level_ <= 9, path_,
-               ": deflate level must be 0..9, got ", deflate_level_);
+  CASTOR_CHECK(deflate_level_ >= 0 && deflate_level_ <= 9, path_, ": deflate level must be 0..9, got ", deflate_level_);
   file_ = File::create(tmp_path_);
   try {
     Group root = file_.root();
@@ -89,13 +87,11 @@ CheckpointWriter::~CheckpointWriter() {
 void CheckpointWriter::claim(const std::string& name) {
   CASTOR_CHECK(!committed_, path_, ": write of ", name, " after commit()");
   validate_name(path_, name);
-  CASTOR_CHECK(std::find(names_.begin(), names_.end(), name) == names_.end(), path_, ": ", name,
-               " written twice");
+  CASTOR_CHECK(std::find(names_.begin(), names_.end(), name) == names_.end(), path_, ": ", name, " written twice");
   names_.push_back(name);
 }
 
-void CheckpointWriter::write_tensor(const std::string& name, const std::vector<int64_t>& shape,
-                                    const float* data) {
+void CheckpointWriter::write_tensor(const std::string& name, const std::vector<int64_t>& shape, const float* data) {
   claim(name);
   CASTOR_CHECK(!is_meta(name), path_, ": tensor name ", name, " uses the reserved group meta");
   DatasetOptions d;
@@ -151,8 +147,7 @@ Group CheckpointReader::scalar_group(const std::string& name, std::string* attr)
   const auto [group, a] = scalar_location(name);
   *attr = a;
   const Group root = file_.root();
-  CASTOR_CHECK(root.is_group(group), path(), ": value ", name, " not found (no group ", group,
-               ")");
+  CASTOR_CHECK(root.is_group(group), path(), ": value ", name, " not found (no group ", group, ")");
   return root.open_group(group);
 }
 
@@ -171,8 +166,7 @@ std::vector<int64_t> CheckpointReader::tensor_shape(const std::string& name) con
   return file_.root().open_dataset(name).shape();
 }
 
-void CheckpointReader::read_tensor(const std::string& name,
-                                   const std::vector<int64_t>& expected_shape,
+void CheckpointReader::read_tensor(const std::string& name, const std::vector<int64_t>& expected_shape,
                                    float* out) const {
   validate_name(path(), name);
   CASTOR_CHECK(has_tensor(name), path(), ": tensor ", name, " not found");
@@ -205,8 +199,7 @@ std::string CheckpointReader::read_string(const std::string& name) const {
 std::vector<uint8_t> CheckpointReader::read_bytes(const std::string& name) const {
   validate_name(path(), name);
   const Group root = file_.root();
-  CASTOR_CHECK(root.is_dataset("/meta/" + name), path(), ": blob ", name,
-               " not found (no dataset /meta/", name, ")");
+  CASTOR_CHECK(root.is_dataset("/meta/" + name), path(), ": blob ", name, " not found (no dataset /meta/", name, ")");
   return root.read_vector<uint8_t>("/meta/" + name);
 }
 
@@ -242,9 +235,7 @@ std::string latest_checkpoint(const std::string& dir) {
   long long best_step = -1;
   for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
     const std::string name = it->path().filename().string();
-    if (name.size() < 9 || name.rfind("step_", 0) != 0 ||
-        name.compare(name.size() - 3, 3, ".h5") != 0)
-      continue;
+    if (name.size() < 9 || name.rfind("step_", 0) != 0 || name.compare(name.size() - 3, 3, ".h5") != 0) continue;
     const std::string digits = name.substr(5, name.size() - 8);
     if (digits.empty() || digits.size() > 18 ||
         !std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; }))

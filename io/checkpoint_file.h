@@ -26,8 +26,7 @@ class CheckpointWriter {
   CheckpointWriter& operator=(const CheckpointWriter&) = delete;
 
   // Tensor: float32 dataset /<name> of the given shape (empty shape = scalar tensor).
-  void write_tensor(const std::string& name, const std::vector<int64_t>& shape,
-                    const float* data);
+  void write_tensor(const std::string& name, const std::vector<int64_t>& shape, const float* data);
   // Scalars: attribute <basename> on group /meta/<dirname> ("step" -> /meta@step,
   // "loader/epoch" -> /meta/loader@epoch).
   void write_int64(const std::string& name, int64_t value);
@@ -63,8 +62,7 @@ class CheckpointReader {
   bool has(const std::string& name) const;
   std::vector<int64_t> tensor_shape(const std::string& name) const;
   // Throws, naming the file, the tensor and both shapes, when the stored shape differs.
-  void read_tensor(const std::string& name, const std::vector<int64_t>& expected_shape,
-                   float* out) const;
+  void read_tensor(const std::string& name, const std::vector<int64_t>& expected_shape, float* out) const;
   int64_t read_int64(const std::string& name) const;
   double read_double(const std::string& name) const;
   std::string read_string(const std::string& name) const;

@@ -56,58 +56,86 @@ namespace {
 
 hid_t mem_type(H5Elem e) {
   switch (e) {
-    case H5Elem::u8: return H5T_NATIVE_UINT8;
-    case H5Elem::u16: return H5T_NATIVE_UINT16;
-    case H5Elem::i32: return H5T_NATIVE_INT32;
-    case H5Elem::i64: return H5T_NATIVE_INT64;
-    case H5Elem::f32: return H5T_NATIVE_FLOAT;
-    case H5Elem::f64: return H5T_NATIVE_DOUBLE;
+    case H5Elem::u8:
+      return H5T_NATIVE_UINT8;
+    case H5Elem::u16:
+      return H5T_NATIVE_UINT16;
+    case H5Elem::i32:
+      return H5T_NATIVE_INT32;
+    case H5Elem::i64:
+      return H5T_NATIVE_INT64;
+    case H5Elem::f32:
+      return H5T_NATIVE_FLOAT;
+    case H5Elem::f64:
+      return H5T_NATIVE_DOUBLE;
   }
   return H5I_INVALID_HID;
 }
 
 hid_t file_type(H5Elem e) {
   switch (e) {
-    case H5Elem::u8: return H5T_STD_U8LE;
-    case H5Elem::u16: return H5T_STD_U16LE;
-    case H5Elem::i32: return H5T_STD_I32LE;
-    case H5Elem::i64: return H5T_STD_I64LE;
-    case H5Elem::f32: return H5T_IEEE_F32LE;
-    case H5Elem::f64: return H5T_IEEE_F64LE;
+    case H5Elem::u8:
+      return H5T_STD_U8LE;
+    case H5Elem::u16:
+      return H5T_STD_U16LE;
+    case H5Elem::i32:
+      return H5T_STD_I32LE;
+    case H5Elem::i64:
+      return H5T_STD_I64LE;
+    case H5Elem::f32:
+      return H5T_IEEE_F32LE;
+    case H5Elem::f64:
+      return H5T_IEEE_F64LE;
   }
   return H5I_INVALID_HID;
 }
 
 size_t elem_size(H5Elem e) {
   switch (e) {
-    case H5Elem::u8: return 1;
-    case H5Elem::u16: return 2;
-    case H5Elem::i32: return 4;
-    case H5Elem::i64: return 8;
-    case H5Elem::f32: return 4;
-    case H5Elem::f64: return 8;
+    case H5Elem::u8:
+      return 1;
+    case H5Elem::u16:
+      return 2;
+    case H5Elem::i32:
+      return 4;
+    case H5Elem::i64:
+      return 8;
+    case H5Elem::f32:
+      return 4;
+    case H5Elem::f64:
+      return 8;
   }
   return 0;
 }
 
-bool is_integer_elem(H5Elem e) {
-  return e == H5Elem::u8 || e == H5Elem::u16 || e == H5Elem::i32 || e == H5Elem::i64;
-}
+bool is_integer_elem(H5Elem e) { return e == H5Elem::u8 || e == H5Elem::u16 || e == H5Elem::i32 || e == H5Elem::i64; }
 
 const char* class_name(H5T_class_t c) {
   switch (c) {
-    case H5T_INTEGER: return "integer";
-    case H5T_FLOAT: return "float";
-    case H5T_STRING: return "string";
-    case H5T_COMPOUND: return "compound";
-    case H5T_ENUM: return "enum";
-    case H5T_VLEN: return "vlen";
-    case H5T_ARRAY: return "array";
-    case H5T_OPAQUE: return "opaque";
-    case H5T_BITFIELD: return "bitfield";
-    case H5T_REFERENCE: return "reference";
-    case H5T_TIME: return "time";
-    default: return "unknown";
+    case H5T_INTEGER:
+      return "integer";
+    case H5T_FLOAT:
+      return "float";
+    case H5T_STRING:
+      return "string";
+    case H5T_COMPOUND:
+      return "compound";
+    case H5T_ENUM:
+      return "enum";
+    case H5T_VLEN:
+      return "vlen";
+    case H5T_ARRAY:
+      return "array";
+    case H5T_OPAQUE:
+      return "opaque";
+    case H5T_BITFIELD:
+      return "bitfield";
+    case H5T_REFERENCE:
+      return "reference";
+    case H5T_TIME:
+      return "time";
+    default:
+      return "unknown";
   }
 }
 
@@ -149,6 +177,16 @@ std::string shape_string(const std::vector<int64_t>& s) {
   return out + "]";
 }
 
+// File access: HDF5's default driver; file locking kept, but not fatal on file systems
+// that do not support it (common for Lustre/NFS scratch space on clusters).
+H5Handle file_access(const std::string& path) {
+  H5Handle fapl(CASTOR_H5_CHECK(H5Pcreate(H5P_FILE_ACCESS), path, ": file access properties"), H5Pclose);
+#if (H5_VERS_MAJOR == 1 && H5_VERS_MINOR == 10 && H5_VERS_RELEASE >= 7) || H5_VERSION_GE(1, 12, 1)
+  CASTOR_H5_CHECK(H5Pset_file_locking(fapl.get(), true, true), path, ": file access properties");
+#endif
+  return fapl;
+}
+
 H5I_type_t object_type(hid_t loc, const std::string& abs) {
   detail::h5_quiet();
   const hid_t obj = H5Oopen(loc, abs.c_str(), H5P_DEFAULT);
@@ -165,12 +203,18 @@ H5I_type_t object_type(hid_t loc, const std::string& abs) {
 
 const char* h5_elem_name(H5Elem e) {
   switch (e) {
-    case H5Elem::u8: return "uint8";
-    case H5Elem::u16: return "uint16";
-    case H5Elem::i32: return "int32";
-    case H5Elem::i64: return "int64";
-    case H5Elem::f32: return "float32";
-    case H5Elem::f64: return "float64";
+    case H5Elem::u8:
+      return "uint8";
+    case H5Elem::u16:
+      return "uint16";
+    case H5Elem::i32:
+      return "int32";
+    case H5Elem::i64:
+      return "int64";
+    case H5Elem::f32:
+      return "float32";
+    case H5Elem::f64:
+      return "float64";
   }
   return "?";
 }
@@ -224,18 +268,17 @@ herr_t attr_name_cb(hid_t /*loc*/, const char* name, const H5A_info_t* /*info*/,
 std::vector<std::string> H5Object::attr_names() const {
   std::vector<std::string> names;
   hsize_t idx = 0;
-  CASTOR_H5_CHECK(H5Aiterate2(id(), H5_INDEX_NAME, H5_ITER_INC, &idx, attr_name_cb, &names),
-                  where(), ": listing attributes");
+  CASTOR_H5_CHECK(H5Aiterate2(id(), H5_INDEX_NAME, H5_ITER_INC, &idx, attr_name_cb, &names), where(),
+                  ": listing attributes");
   return names;
 }
 
 namespace {
 // Creates (replacing) a scalar or 1-D attribute and writes buf with mem type mtype.
-void write_attr(const H5Object& obj, hid_t loc, const std::string& name, hid_t ftype,
-                hid_t mtype, const void* buf, const int64_t* n_elems) {
+void write_attr(const H5Object& obj, hid_t loc, const std::string& name, hid_t ftype, hid_t mtype, const void* buf,
+                const int64_t* n_elems) {
   const std::string ctx = obj.attr_where(name);
-  if (CASTOR_H5_CHECK(H5Aexists(loc, name.c_str()), ctx) > 0)
-    CASTOR_H5_CHECK(H5Adelete(loc, name.c_str()), ctx);
+  if (CASTOR_H5_CHECK(H5Aexists(loc, name.c_str()), ctx) > 0) CASTOR_H5_CHECK(H5Adelete(loc, name.c_str()), ctx);
   H5Handle space;
   if (n_elems == nullptr) {
     space = H5Handle(CASTOR_H5_CHECK(H5Screate(H5S_SCALAR), ctx), H5Sclose);
@@ -243,10 +286,8 @@ void write_attr(const H5Object& obj, hid_t loc, const std::string& name, hid_t f
     const hsize_t dims[1] = {static_cast<hsize_t>(*n_elems)};
     space = H5Handle(CASTOR_H5_CHECK(H5Screate_simple(1, dims, nullptr), ctx), H5Sclose);
   }
-  H5Handle attr(
-      CASTOR_H5_CHECK(H5Acreate2(loc, name.c_str(), ftype, space.get(), H5P_DEFAULT, H5P_DEFAULT),
-                      ctx),
-      H5Aclose);
+  H5Handle attr(CASTOR_H5_CHECK(H5Acreate2(loc, name.c_str(), ftype, space.get(), H5P_DEFAULT, H5P_DEFAULT), ctx),
+                H5Aclose);
   if (n_elems == nullptr || *n_elems > 0) CASTOR_H5_CHECK(H5Awrite(attr.get(), mtype, buf), ctx);
   CASTOR_H5_CHECK(H5Aclose(attr.release()), ctx);
 }
@@ -266,8 +307,7 @@ void H5Object::write_attr_string(const std::string& name, const std::string& val
   write_attr(*this, id(), name, t.get(), t.get(), &p, nullptr);
 }
 
-void H5Object::write_attr_strings(const std::string& name,
-                                  const std::vector<std::string>& values) {
+void H5Object::write_attr_strings(const std::string& name, const std::vector<std::string>& values) {
   H5Handle t = vlen_string_type();
   std::vector<const char*> ptrs;
   for (const std::string& s : values) ptrs.push_back(s.c_str());
@@ -351,8 +391,7 @@ std::vector<int64_t> Dataset::shape() const {
   H5Handle space(CASTOR_H5_CHECK(H5Dget_space(id()), where()), H5Sclose);
   const int rank = CASTOR_H5_CHECK(H5Sget_simple_extent_ndims(space.get()), where());
   std::vector<hsize_t> dims(static_cast<size_t>(rank));
-  if (rank > 0)
-    CASTOR_H5_CHECK(H5Sget_simple_extent_dims(space.get(), dims.data(), nullptr), where());
+  if (rank > 0) CASTOR_H5_CHECK(H5Sget_simple_extent_dims(space.get(), dims.data(), nullptr), where());
   return std::vector<int64_t>(dims.begin(), dims.end());
 }
 
@@ -392,8 +431,8 @@ void Dataset::check_class(H5Elem mem, const char* verb) const {
   H5Handle type(CASTOR_H5_CHECK(H5Dget_type(id()), where()), H5Tclose);
   const H5T_class_t c = H5Tget_class(type.get());
   const H5T_class_t want = is_integer_elem(mem) ? H5T_INTEGER : H5T_FLOAT;
-  CASTOR_CHECK(c == want, where(), ": stored as ", describe_type(type.get()), ", cannot ", verb,
-               " as ", h5_elem_name(mem));
+  CASTOR_CHECK(c == want, where(), ": stored as ", describe_type(type.get()), ", cannot ", verb, " as ",
+               h5_elem_name(mem));
 }
 
 void Dataset::read_raw(H5Elem e, void* out, int64_t n) const {
@@ -412,30 +451,25 @@ void Dataset::write_raw(H5Elem e, const void* data, int64_t n) {
   CASTOR_H5_CHECK(H5Dwrite(id(), mem_type(e), H5S_ALL, H5S_ALL, H5P_DEFAULT, data), where());
 }
 
-void Dataset::range_raw(H5Elem e, int64_t begin, int64_t count, void* out,
-                        const void* in) const {
+void Dataset::range_raw(H5Elem e, int64_t begin, int64_t count, void* out, const void* in) const {
   check_class(e, out != nullptr ? "read" : "write");
   H5Handle fspace(CASTOR_H5_CHECK(H5Dget_space(id()), where()), H5Sclose);
   const int rank = CASTOR_H5_CHECK(H5Sget_simple_extent_ndims(fspace.get()), where());
-  CASTOR_CHECK(rank == 1, where(), ": range access needs a 1-D dataset, this one has rank ",
-               rank);
+  CASTOR_CHECK(rank == 1, where(), ": range access needs a 1-D dataset, this one has rank ", rank);
   const int64_t n = CASTOR_H5_CHECK(H5Sget_simple_extent_npoints(fspace.get()), where());
-  CASTOR_CHECK(begin >= 0 && count >= 0 && begin <= n && count <= n - begin, where(),
-               ": range [", begin, ", ", begin + count, ") outside [0, ", n, ")");
+  CASTOR_CHECK(begin >= 0 && count >= 0 && begin <= n && count <= n - begin, where(), ": range [", begin, ", ",
+               begin + count, ") outside [0, ", n, ")");
   if (count == 0) return;
   const hsize_t start[1] = {static_cast<hsize_t>(begin)};
   const hsize_t cnt[1] = {static_cast<hsize_t>(count)};
-  CASTOR_H5_CHECK(H5Sselect_hyperslab(fspace.get(), H5S_SELECT_SET, start, nullptr, cnt, nullptr),
-                  where());
+  CASTOR_H5_CHECK(H5Sselect_hyperslab(fspace.get(), H5S_SELECT_SET, start, nullptr, cnt, nullptr), where());
   H5Handle mspace(CASTOR_H5_CHECK(H5Screate_simple(1, cnt, nullptr), where()), H5Sclose);
   if (out != nullptr) {
-    CASTOR_H5_CHECK(
-        H5Dread(id(), mem_type(e), mspace.get(), fspace.get(), H5P_DEFAULT, out), where(),
-        ": range [", begin, ", ", begin + count, ")");
+    CASTOR_H5_CHECK(H5Dread(id(), mem_type(e), mspace.get(), fspace.get(), H5P_DEFAULT, out), where(), ": range [",
+                    begin, ", ", begin + count, ")");
   } else {
-    CASTOR_H5_CHECK(
-        H5Dwrite(id(), mem_type(e), mspace.get(), fspace.get(), H5P_DEFAULT, in), where(),
-        ": range [", begin, ", ", begin + count, ")");
+    CASTOR_H5_CHECK(H5Dwrite(id(), mem_type(e), mspace.get(), fspace.get(), H5P_DEFAULT, in), where(), ": range [",
+                    begin, ", ", begin + count, ")");
   }
 }
 
@@ -466,8 +500,7 @@ bool Group::exists(const std::string& rel) const {
   std::string prefix;
   for (size_t i = 0; i < parts.size(); ++i) {
     prefix += "/" + parts[i];
-    if (CASTOR_H5_CHECK(H5Lexists(id(), prefix.c_str(), H5P_DEFAULT), file_, ": ", prefix) <= 0)
-      return false;
+    if (CASTOR_H5_CHECK(H5Lexists(id(), prefix.c_str(), H5P_DEFAULT), file_, ": ", prefix) <= 0) return false;
     if (i + 1 < parts.size() && object_type(id(), prefix) != H5I_GROUP) return false;
   }
   return true;
@@ -487,11 +520,9 @@ std::vector<std::string> Group::children() const {
   std::vector<std::string> names;
   for (hsize_t i = 0; i < info.nlinks; ++i) {
     const ssize_t len = CASTOR_H5_CHECK(
-        H5Lget_name_by_idx(id(), ".", H5_INDEX_NAME, H5_ITER_INC, i, nullptr, 0, H5P_DEFAULT),
-        where(), ": link #", i);
+        H5Lget_name_by_idx(id(), ".", H5_INDEX_NAME, H5_ITER_INC, i, nullptr, 0, H5P_DEFAULT), where(), ": link #", i);
     std::string s(static_cast<size_t>(len) + 1, '\0');
-    CASTOR_H5_CHECK(H5Lget_name_by_idx(id(), ".", H5_INDEX_NAME, H5_ITER_INC, i, s.data(),
-                                       s.size(), H5P_DEFAULT),
+    CASTOR_H5_CHECK(H5Lget_name_by_idx(id(), ".", H5_INDEX_NAME, H5_ITER_INC, i, s.data(), s.size(), H5P_DEFAULT),
                     where(), ": link #", i);
     s.resize(static_cast<size_t>(len));
     names.push_back(s);
@@ -503,8 +534,7 @@ Group Group::open_group(const std::string& rel) const {
   const std::string abs = abs_path(rel);
   CASTOR_CHECK(exists(abs), file_, ": group ", abs, " not found");
   CASTOR_CHECK(object_type(id(), abs) == H5I_GROUP, file_, ": ", abs, " is not a group");
-  H5Handle h(CASTOR_H5_CHECK(H5Gopen2(id(), abs.c_str(), H5P_DEFAULT), file_, ": group ", abs),
-             H5Gclose);
+  H5Handle h(CASTOR_H5_CHECK(H5Gopen2(id(), abs.c_str(), H5P_DEFAULT), file_, ": group ", abs), H5Gclose);
   return Group(std::move(h), file_, abs);
 }
 
@@ -513,33 +543,30 @@ Group Group::create_group(const std::string& rel) {
   CASTOR_CHECK(!exists(abs), file_, ": ", abs, " already exists");
   H5Handle lcpl(CASTOR_H5_CHECK(H5Pcreate(H5P_LINK_CREATE), file_, ": group ", abs), H5Pclose);
   CASTOR_H5_CHECK(H5Pset_create_intermediate_group(lcpl.get(), 1), file_, ": group ", abs);
-  H5Handle h(CASTOR_H5_CHECK(H5Gcreate2(id(), abs.c_str(), lcpl.get(), H5P_DEFAULT, H5P_DEFAULT),
-                             file_, ": group ", abs),
-             H5Gclose);
+  H5Handle h(
+      CASTOR_H5_CHECK(H5Gcreate2(id(), abs.c_str(), lcpl.get(), H5P_DEFAULT, H5P_DEFAULT), file_, ": group ", abs),
+      H5Gclose);
   return Group(std::move(h), file_, abs);
 }
 
-Group Group::require_group(const std::string& rel) {
-  return exists(rel) ? open_group(rel) : create_group(rel);
-}
+Group Group::require_group(const std::string& rel) { return exists(rel) ? open_group(rel) : create_group(rel); }
 
 Dataset Group::open_dataset(const std::string& rel) const {
   const std::string abs = abs_path(rel);
   CASTOR_CHECK(exists(abs), file_, ": dataset ", abs, " not found");
   CASTOR_CHECK(object_type(id(), abs) == H5I_DATASET, file_, ": ", abs, " is not a dataset");
-  H5Handle h(CASTOR_H5_CHECK(H5Dopen2(id(), abs.c_str(), H5P_DEFAULT), file_, ": dataset ", abs),
-             H5Dclose);
+  H5Handle h(CASTOR_H5_CHECK(H5Dopen2(id(), abs.c_str(), H5P_DEFAULT), file_, ": dataset ", abs), H5Dclose);
   return Dataset(std::move(h), file_, abs);
 }
 
-Dataset Group::create_dataset(const std::string& rel, H5Elem elem,
-                              const std::vector<int64_t>& shape, const DatasetOptions& opts) {
+Dataset Group::create_dataset(const std::string& rel, H5Elem elem, const std::vector<int64_t>& shape,
+                              const DatasetOptions& opts) {
   const std::string abs = abs_path(rel);
   const std::string ctx = file_ + ": dataset " + abs;
   CASTOR_CHECK(!exists(abs), ctx, ": already exists");
   for (int64_t s : shape) CASTOR_CHECK(s >= 0, ctx, ": negative extent in shape ", shape_string(shape));
-  CASTOR_CHECK(opts.deflate_level >= 0 && opts.deflate_level <= 9, ctx,
-               ": deflate level must be 0..9, got ", opts.deflate_level);
+  CASTOR_CHECK(opts.deflate_level >= 0 && opts.deflate_level <= 9, ctx, ": deflate level must be 0..9, got ",
+               opts.deflate_level);
   CASTOR_CHECK(opts.chunk_rows >= 0, ctx, ": negative chunk_rows ", opts.chunk_rows);
   const size_t rank = shape.size();
   const bool want_chunks = opts.chunk_rows > 0 || opts.deflate_level > 0 || opts.extendible;
@@ -554,38 +581,32 @@ Dataset Group::create_dataset(const std::string& rel, H5Elem elem,
     space = H5Handle(CASTOR_H5_CHECK(H5Screate(H5S_SCALAR), ctx), H5Sclose);
   } else {
     if (opts.extendible) maxdims[0] = H5S_UNLIMITED;
-    space = H5Handle(CASTOR_H5_CHECK(H5Screate_simple(static_cast<int>(rank), dims.data(),
-                                                      maxdims.data()),
-                                     ctx),
-                     H5Sclose);
+    space =
+        H5Handle(CASTOR_H5_CHECK(H5Screate_simple(static_cast<int>(rank), dims.data(), maxdims.data()), ctx), H5Sclose);
   }
 
   H5Handle dcpl(CASTOR_H5_CHECK(H5Pcreate(H5P_DATASET_CREATE), ctx), H5Pclose);
   const bool chunked = want_chunks && rank > 0 && row_elems > 0 && (opts.extendible || shape[0] > 0);
-  CASTOR_CHECK(!(opts.extendible && !chunked), ctx, ": cannot be extendible with shape ",
-               shape_string(shape));
+  CASTOR_CHECK(!(opts.extendible && !chunked), ctx, ": cannot be extendible with shape ", shape_string(shape));
   if (chunked) {
     const int64_t esize = static_cast<int64_t>(elem_size(elem));
-    int64_t rows = opts.chunk_rows > 0 ? opts.chunk_rows
-                                       : std::max<int64_t>(1, (int64_t{1} << 20) / esize / row_elems);
+    int64_t rows = opts.chunk_rows > 0 ? opts.chunk_rows : std::max<int64_t>(1, (int64_t{1} << 20) / esize / row_elems);
     if (!opts.extendible) rows = std::min(rows, shape[0]);
-    CASTOR_CHECK(rows * row_elems * esize < (int64_t{1} << 32), ctx,
-                 ": chunk of ", rows, " rows exceeds HDF5's 4 GiB chunk limit");
+    CASTOR_CHECK(rows * row_elems * esize < (int64_t{1} << 32), ctx, ": chunk of ", rows,
+                 " rows exceeds HDF5's 4 GiB chunk limit");
     std::vector<hsize_t> chunk = dims;
     chunk[0] = static_cast<hsize_t>(rows);
     CASTOR_H5_CHECK(H5Pset_chunk(dcpl.get(), static_cast<int>(rank), chunk.data()), ctx);
     if (opts.deflate_level > 0) {
-      CASTOR_CHECK(H5Zfilter_avail(H5Z_FILTER_DEFLATE) > 0, ctx,
-                   ": this HDF5 library has no gzip (deflate) filter");
+      CASTOR_CHECK(H5Zfilter_avail(H5Z_FILTER_DEFLATE) > 0, ctx, ": this HDF5 library has no gzip (deflate) filter");
       CASTOR_H5_CHECK(H5Pset_shuffle(dcpl.get()), ctx);
       CASTOR_H5_CHECK(H5Pset_deflate(dcpl.get(), static_cast<unsigned>(opts.deflate_level)), ctx);
     }
   }
   H5Handle lcpl(CASTOR_H5_CHECK(H5Pcreate(H5P_LINK_CREATE), ctx), H5Pclose);
   CASTOR_H5_CHECK(H5Pset_create_intermediate_group(lcpl.get(), 1), ctx);
-  H5Handle h(CASTOR_H5_CHECK(H5Dcreate2(id(), abs.c_str(), file_type(elem), space.get(),
-                                        lcpl.get(), dcpl.get(), H5P_DEFAULT),
-                             ctx),
+  H5Handle h(CASTOR_H5_CHECK(
+                 H5Dcreate2(id(), abs.c_str(), file_type(elem), space.get(), lcpl.get(), dcpl.get(), H5P_DEFAULT), ctx),
              H5Dclose);
   return Dataset(std::move(h), file_, abs);
 }
@@ -595,9 +616,9 @@ Dataset Group::create_dataset(const std::string& rel, H5Elem elem,
 File File::create(const std::string& path) {
   File f;
   f.path_ = path;
-  f.handle_ = H5Handle(CASTOR_H5_CHECK(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT,
-                                                 H5P_DEFAULT),
-                                       path, ": cannot create HDF5 file"),
+  const H5Handle fapl = file_access(path);
+  f.handle_ = H5Handle(CASTOR_H5_CHECK(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.get()), path,
+                                       ": cannot create HDF5 file"),
                        H5Fclose);
   return f;
 }
@@ -619,7 +640,8 @@ File File::open_existing(const std::string& path, unsigned flags) {
   CASTOR_CHECK(is_h5 > 0, path, ": not an HDF5 file (no HDF5 signature)");
   File f;
   f.path_ = path;
-  f.handle_ = H5Handle(CASTOR_H5_CHECK(H5Fopen(path.c_str(), flags, H5P_DEFAULT), path,
+  const H5Handle fapl = file_access(path);
+  f.handle_ = H5Handle(CASTOR_H5_CHECK(H5Fopen(path.c_str(), flags, fapl.get()), path,
                                        ": cannot open HDF5 file (damaged or truncated?)"),
                        H5Fclose);
   return f;
@@ -639,9 +661,8 @@ void File::flush() {
 int64_t File::open_objects() const {
   if (!is_open()) return 0;
   const ssize_t n = CASTOR_H5_CHECK(
-      H5Fget_obj_count(id(), H5F_OBJ_DATASET | H5F_OBJ_GROUP | H5F_OBJ_DATATYPE | H5F_OBJ_ATTR |
-                                 H5F_OBJ_LOCAL),
-      path_, ": counting open objects");
+      H5Fget_obj_count(id(), H5F_OBJ_DATASET | H5F_OBJ_GROUP | H5F_OBJ_DATATYPE | H5F_OBJ_ATTR | H5F_OBJ_LOCAL), path_,
+      ": counting open objects");
   return static_cast<int64_t>(n);
 }
 
@@ -660,28 +681,22 @@ void write_castor_header(Group& root, const std::string& format, const std::stri
   root.write_attr_string("schema_version", version);
 }
 
-std::string check_castor_header(const Group& root, const std::string& format,
-                                int supported_major) {
-  CASTOR_CHECK(root.has_attr("castor_format"), root.attr_where("castor_format"),
-               ": missing (not a castor ", format, " file)");
+std::string check_castor_header(const Group& root, const std::string& format, int supported_major) {
+  CASTOR_CHECK(root.has_attr("castor_format"), root.attr_where("castor_format"), ": missing (not a castor ", format,
+               " file)");
   const std::string found = root.read_attr_string("castor_format");
-  CASTOR_CHECK(found == format, root.attr_where("castor_format"), ": expected \"", format,
-               "\", found \"", found, "\"");
+  CASTOR_CHECK(found == format, root.attr_where("castor_format"), ": expected \"", format, "\", found \"", found, "\"");
   CASTOR_CHECK(root.has_attr("schema_version"), root.attr_where("schema_version"), ": missing");
   const std::string version = root.read_attr_string("schema_version");
   const size_t dot = version.find('.');
   const auto all_digits = [](const std::string& s) {
-    return !s.empty() && s.size() <= 9 &&
-           std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
+    return !s.empty() && s.size() <= 9 && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
   };
-  CASTOR_CHECK(dot != std::string::npos && all_digits(version.substr(0, dot)) &&
-                   all_digits(version.substr(dot + 1)),
-               root.attr_where("schema_version"), ": malformed \"", version,
-               "\" (expected major.minor)");
+  CASTOR_CHECK(dot != std::string::npos && all_digits(version.substr(0, dot)) && all_digits(version.substr(dot + 1)),
+               root.attr_where("schema_version"), ": malformed \"", version, "\" (expected major.minor)");
   const int major = std::stoi(version.substr(0, dot));
-  CASTOR_CHECK(major == supported_major, root.attr_where("schema_version"),
-               ": unsupported version \"", version, "\" (this build reads ", format, " ",
-               supported_major, ".x)");
+  CASTOR_CHECK(major == supported_major, root.attr_where("schema_version"), ": unsupported version \"", version,
+               "\" (this build reads ", format, " ", supported_major, ".x)");
   return version;
 }
 

@@ -38,12 +38,12 @@ T h5_capture(T result) {
 // Evaluates an HDF5 call; a negative result (hid_t, herr_t, htri_t, ssize_t) throws a
 // castor::Error whose message is the concatenated context parts plus the failed call.
 // Yields the call's value: hid_t id = CASTOR_H5_CHECK(H5Dopen2(...), where, "...");
-#define CASTOR_H5_CHECK(expr, ...)                                                    \
-  ([&]() {                                                                            \
-    ::castor::io::detail::h5_quiet();                                                 \
-    const auto castor_h5_result_ = ::castor::io::detail::h5_capture((expr));          \
+#define CASTOR_H5_CHECK(expr, ...)                                                               \
+  ([&]() {                                                                                       \
+    ::castor::io::detail::h5_quiet();                                                            \
+    const auto castor_h5_result_ = ::castor::io::detail::h5_capture((expr));                     \
     if (castor_h5_result_ < 0) ::castor::io::detail::h5_fail(#expr, ::castor::cat(__VA_ARGS__)); \
-    return castor_h5_result_;                                                         \
+    return castor_h5_result_;                                                                    \
   }())
 
 namespace castor::io {
@@ -55,13 +55,20 @@ const char* h5_elem_name(H5Elem e);  // "uint8", "uint16", "int32", "int64", "fl
 
 template <typename T>
 constexpr H5Elem h5_elem_of() {
-  if constexpr (std::is_same_v<T, uint8_t>) return H5Elem::u8;
-  else if constexpr (std::is_same_v<T, uint16_t>) return H5Elem::u16;
-  else if constexpr (std::is_same_v<T, int32_t>) return H5Elem::i32;
-  else if constexpr (std::is_same_v<T, int64_t>) return H5Elem::i64;
-  else if constexpr (std::is_same_v<T, float>) return H5Elem::f32;
-  else if constexpr (std::is_same_v<T, double>) return H5Elem::f64;
-  else static_assert(sizeof(T) == 0, "unsupported HDF5 element type");
+  if constexpr (std::is_same_v<T, uint8_t>)
+    return H5Elem::u8;
+  else if constexpr (std::is_same_v<T, uint16_t>)
+    return H5Elem::u16;
+  else if constexpr (std::is_same_v<T, int32_t>)
+    return H5Elem::i32;
+  else if constexpr (std::is_same_v<T, int64_t>)
+    return H5Elem::i64;
+  else if constexpr (std::is_same_v<T, float>)
+    return H5Elem::f32;
+  else if constexpr (std::is_same_v<T, double>)
+    return H5Elem::f64;
+  else
+    static_assert(sizeof(T) == 0, "unsupported HDF5 element type");
 }
 
 // Owns one HDF5 identifier and closes it with the matching H5?close. Move-only.
@@ -151,7 +158,9 @@ class Dataset : public H5Object {
   // converted by HDF5 within their class (e.g. uint16 on disk -> int32 in memory);
   // reading across classes throws.
   template <typename T>
-  void read(T* out, int64_t n) const { read_raw(h5_elem_of<T>(), out, n); }
+  void read(T* out, int64_t n) const {
+    read_raw(h5_elem_of<T>(), out, n);
+  }
   template <typename T>
   std::vector<T> read_all() const {
     std::vector<T> v(static_cast<size_t>(size()));
@@ -159,7 +168,9 @@ class Dataset : public H5Object {
     return v;
   }
   template <typename T>
-  void write(const T* data, int64_t n) { write_raw(h5_elem_of<T>(), data, n); }
+  void write(const T* data, int64_t n) {
+    write_raw(h5_elem_of<T>(), data, n);
+  }
 
   // 1-D only: elements [begin, begin + count) via a hyperslab; bounds-checked.
   template <typename T>
@@ -199,9 +210,9 @@ class Group : public H5Object {
   bool is_dataset(const std::string& rel) const;
   std::vector<std::string> children() const;  // link names, in name order
 
-  Group open_group(const std::string& rel) const;   // throws "... group /x not found"
-  Group create_group(const std::string& rel);       // creates missing parents
-  Group require_group(const std::string& rel);      // open or create
+  Group open_group(const std::string& rel) const;      // throws "... group /x not found"
+  Group create_group(const std::string& rel);          // creates missing parents
+  Group require_group(const std::string& rel);         // open or create
   Dataset open_dataset(const std::string& rel) const;  // throws "... dataset /x not found"
   Dataset create_dataset(const std::string& rel, H5Elem elem, const std::vector<int64_t>& shape,
                          const DatasetOptions& opts = {});  // creates missing parents
@@ -218,8 +229,7 @@ class Group : public H5Object {
   }
   // 1-D convenience; call with an explicit T: g.write_vector<int32_t>("x", v).
   template <typename T>
-  Dataset write_vector(const std::string& rel, std::span<const T> data,
-                       const DatasetOptions& opts = {}) {
+  Dataset write_vector(const std::string& rel, std::span<const T> data, const DatasetOptions& opts = {}) {
     return write_array(rel, {static_cast<int64_t>(data.size())}, data.data(), opts);
   }
   template <typename T>

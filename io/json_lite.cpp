@@ -64,6 +64,7 @@ class Parser {
       if (i_ >= s_.size()) fail("unterminated escape");
       char e = s_[i_++];
       switch (e) {
+        // clang-format off
         case '"': out += '"'; break;
         case '\\': out += '\\'; break;
         case '/': out += '/'; break;
@@ -72,6 +73,7 @@ class Parser {
         case 'n': out += '\n'; break;
         case 'r': out += '\r'; break;
         case 't': out += '\t'; break;
+        // clang-format on
         case 'u': {
           uint32_t cp = hex4();
           if (cp >= 0xDC00 && cp <= 0xDFFF) fail("lone low surrogate in \\u escape");
@@ -256,8 +258,7 @@ std::vector<std::pair<std::string, int64_t>> parse_json_int_map(std::string_view
   return out;
 }
 
-std::optional<std::string> parse_json_string_field(std::string_view text, std::string_view key,
-                                                   std::string_view what) {
+std::optional<std::string> parse_json_string_field(std::string_view text, std::string_view key, std::string_view what) {
   std::optional<std::string> out;
   Parser p(text, what);
   p.object([&](std::string&& name) {

@@ -20,7 +20,6 @@ std::vector<std::pair<std::string, int64_t>> parse_json_int_map(std::string_view
 // The string value of top-level field `key` of the JSON object `text` (the last one if the
 // key repeats); nullopt when the key is absent or its value is not a string. Other values
 // (numbers, objects, arrays, true/false/null) are validated and skipped.
-std::optional<std::string> parse_json_string_field(std::string_view text, std::string_view key,
-                                                   std::string_view what);
+std::optional<std::string> parse_json_string_field(std::string_view text, std::string_view key, std::string_view what);
 
 }  // namespace castor::io

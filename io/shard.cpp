@@ -13,16 +13,14 @@ namespace {
 
 constexpr int64_t kMaxVocab = std::numeric_limits<int32_t>::max();
 
-H5Elem token_elem(int64_t vocab_size) {
-  return vocab_size <= 65536 ? H5Elem::u16 : H5Elem::i32;
-}
+H5Elem token_elem(int64_t vocab_size) { return vocab_size <= 65536 ? H5Elem::u16 : H5Elem::i32; }
 
 }  // namespace
 
 // ---------------------------------------------------------------------------- ShardWriter
 
-ShardWriter::ShardWriter(std::string path, std::string tokenizer, int64_t vocab_size,
-                         int32_t eot_id, ShardWriterOptions opts)
+ShardWriter::ShardWriter(std::string path, std::string tokenizer, int64_t vocab_size, int32_t eot_id,
+                         ShardWriterOptions opts)
     : path_(std::move(path)),
       tmp_path_(path_ + ".tmp"),
       tokenizer_(std::move(tokenizer)),
@@ -30,14 +28,13 @@ ShardWriter::ShardWriter(std::string path, std::string tokenizer, int64_t vocab_
       eot_id_(eot_id),
       opts_(std::move(opts)) {
   CASTOR_CHECK(!tokenizer_.empty(), path_, ": shard needs a tokenizer name");
-  CASTOR_CHECK(vocab_size_ >= 1 && vocab_size_ <= kMaxVocab, path_, ": vocab_size ", vocab_size_,
-               " outside [1, ", kMaxVocab, "]");
-  CASTOR_CHECK(eot_id_ >= 0 && eot_id_ < vocab_size_, path_, ": eot_id ", eot_id_,
-               " outside [0, vocab_size ", vocab_size_, ")");
-  CASTOR_CHECK(opts_.chunk_tokens >= 1, path_, ": chunk_tokens must be >= 1, got ",
-               opts_.chunk_tokens);
-  CASTOR_CHECK(opts_.deflate_level >= 0 && opts_.deflate_level <= 9, path_,
-               ": deflate level must be 0..9, got ", opts_.deflate_level);
+  CASTOR_CHECK(vocab_size_ >= 1 && vocab_size_ <= kMaxVocab, path_, ": vocab_size ", vocab_size_, " outside [1, ",
+               kMaxVocab, "]");
+  CASTOR_CHECK(eot_id_ >= 0 && eot_id_ < vocab_size_, path_, ": eot_id ", eot_id_, " outside [0, vocab_size ",
+               vocab_size_, ")");
+  CASTOR_CHECK(opts_.chunk_tokens >= 1, path_, ": chunk_tokens must be >= 1, got ", opts_.chunk_tokens);
+  CASTOR_CHECK(opts_.deflate_level >= 0 && opts_.deflate_level <= 9, path_, ": deflate level must be 0..9, got ",
+               opts_.deflate_level);
   try {
     file_ = File::create(tmp_path_);
     DatasetOptions d;
@@ -68,8 +65,8 @@ void ShardWriter::add_document(std::span<const int32_t> tokens) {
   const int64_t doc = num_documents();
   for (size_t i = 0; i < tokens.size(); ++i) {
     const int32_t id = tokens[i];
-    CASTOR_CHECK(id >= 0 && id < vocab_size_, path_, ": document ", doc, ": token id ", id,
-                 " at position ", i, " outside [0, vocab_size ", vocab_size_, ")");
+    CASTOR_CHECK(id >= 0 && id < vocab_size_, path_, ": document ", doc, ": token id ", id, " at position ", i,
+                 " outside [0, vocab_size ", vocab_size_, ")");
   }
   size_t pos = 0;
   while (pos < tokens.size()) {
@@ -92,8 +89,7 @@ void ShardWriter::flush_buffer() {
 void ShardWriter::close() {
   CASTOR_CHECK(!closed_, path_, ": close() called twice");
   flush_buffer();
-  CASTOR_CHECK(tokens_.size() == num_tokens(), path_, ": wrote ", tokens_.size(),
-               " tokens, expected ", num_tokens());
+  CASTOR_CHECK(tokens_.size() == num_tokens(), path_, ": wrote ", tokens_.size(), " tokens, expected ", num_tokens());
   {
     Group root = file_.root();
     DatasetOptions d;
@@ -126,11 +122,11 @@ ShardReader::ShardReader(const std::string& path) : file_(File::open_read(path))
   tokenizer_ = root.read_attr_string("tokenizer");
   CASTOR_CHECK(!tokenizer_.empty(), root.attr_where("tokenizer"), ": empty");
   vocab_size_ = root.read_attr_int64("vocab_size");
-  CASTOR_CHECK(vocab_size_ >= 1 && vocab_size_ <= kMaxVocab, root.attr_where("vocab_size"), ": ",
-               vocab_size_, " outside [1, ", kMaxVocab, "]");
+  CASTOR_CHECK(vocab_size_ >= 1 && vocab_size_ <= kMaxVocab, root.attr_where("vocab_size"), ": ", vocab_size_,
+               " outside [1, ", kMaxVocab, "]");
   const int64_t eot = root.read_attr_int64("eot_id");
-  CASTOR_CHECK(eot >= 0 && eot < vocab_size_, root.attr_where("eot_id"), ": ", eot,
-               " outside [0, vocab_size ", vocab_size_, ")");
+  CASTOR_CHECK(eot >= 0 && eot < vocab_size_, root.attr_where("eot_id"), ": ", eot, " outside [0, vocab_size ",
+               vocab_size_, ")");
   eot_id_ = static_cast<int32_t>(eot);
   const int64_t num_docs = root.read_attr_int64("num_documents");
   CASTOR_CHECK(num_docs >= 0, root.attr_where("num_documents"), ": negative (", num_docs, ")");
@@ -138,31 +134,28 @@ ShardReader::ShardReader(const std::string& path) : file_(File::open_read(path))
   CASTOR_CHECK(num_tokens >= 0, root.attr_where("num_tokens"), ": negative (", num_tokens, ")");
 
   tokens_ = root.open_dataset("text/tokens");
-  CASTOR_CHECK(tokens_.shape().size() == 1, tokens_.where(), ": expected rank 1, found rank ",
-               tokens_.shape().size());
+  CASTOR_CHECK(tokens_.shape().size() == 1, tokens_.where(), ": expected rank 1, found rank ", tokens_.shape().size());
   CASTOR_CHECK(tokens_.is_integer(), tokens_.where(), ": token ids must be integers, stored as ",
                tokens_.is_float() ? "float" : "non-numeric data");
   CASTOR_CHECK(tokens_.size() == num_tokens, tokens_.where(), ": has ", tokens_.size(),
                " tokens, attribute /num_tokens says ", num_tokens);
 
   Dataset offsets = root.open_dataset("text/doc_offsets");
-  CASTOR_CHECK(offsets.shape().size() == 1, offsets.where(), ": expected rank 1, found rank ",
-               offsets.shape().size());
+  CASTOR_CHECK(offsets.shape().size() == 1, offsets.where(), ": expected rank 1, found rank ", offsets.shape().size());
   CASTOR_CHECK(offsets.is_integer(), offsets.where(), ": offsets must be integers");
   CASTOR_CHECK(offsets.size() == num_docs + 1, offsets.where(), ": has ", offsets.size(),
                " entries, expected num_documents + 1 = ", num_docs + 1);
   offsets_ = offsets.read_all<int64_t>();
   for (size_t i = 0; i < offsets_.size(); ++i) {
     const int64_t o = offsets_[i];
-    CASTOR_CHECK(o >= 0 && o <= num_tokens, offsets.where(), ": offset[", i, "] = ", o,
-                 " outside [0, num_tokens ", num_tokens, "]");
-    CASTOR_CHECK(i == 0 || o >= offsets_[i - 1], offsets.where(), ": offsets not monotone: offset[",
-                 i, "] = ", o, " < offset[", i - 1, "] = ", offsets_[i - 1]);
+    CASTOR_CHECK(o >= 0 && o <= num_tokens, offsets.where(), ": offset[", i, "] = ", o, " outside [0, num_tokens ",
+                 num_tokens, "]");
+    CASTOR_CHECK(i == 0 || o >= offsets_[i - 1], offsets.where(), ": offsets not monotone: offset[", i, "] = ", o,
+                 " < offset[", i - 1, "] = ", offsets_[i - 1]);
   }
-  CASTOR_CHECK(offsets_.front() == 0, offsets.where(), ": offset[0] = ", offsets_.front(),
-               ", expected 0");
-  CASTOR_CHECK(offsets_.back() == num_tokens, offsets.where(), ": last offset ", offsets_.back(),
-               " != num_tokens ", num_tokens);
+  CASTOR_CHECK(offsets_.front() == 0, offsets.where(), ": offset[0] = ", offsets_.front(), ", expected 0");
+  CASTOR_CHECK(offsets_.back() == num_tokens, offsets.where(), ": last offset ", offsets_.back(), " != num_tokens ",
+               num_tokens);
 
   if (root.is_group("meta")) {
     const Group meta = root.open_group("meta");
@@ -182,8 +175,7 @@ void ShardReader::read_tokens(int64_t begin, int64_t count, int32_t* out) const 
 }
 
 std::vector<int32_t> ShardReader::read_document(int64_t doc) const {
-  CASTOR_CHECK(doc >= 0 && doc < num_documents(), path(), ": document ", doc, " outside [0, ",
-               num_documents(), ")");
+  CASTOR_CHECK(doc >= 0 && doc < num_documents(), path(), ": document ", doc, " outside [0, ", num_documents(), ")");
   const int64_t begin = offsets_[static_cast<size_t>(doc)];
   std::vector<int32_t> out(static_cast<size_t>(offsets_[static_cast<size_t>(doc) + 1] - begin));
   read_tokens(begin, static_cast<int64_t>(out.size()), out.data());

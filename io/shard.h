@@ -19,9 +19,9 @@ inline constexpr const char* kShardSchemaVersion = "1.0";
 inline constexpr int kShardSchemaMajor = 1;
 
 struct ShardWriterOptions {
-  int deflate_level = 0;                // 0 = uncompressed; 1..9 = shuffle + gzip level
+  int deflate_level = 0;                    // 0 = uncompressed; 1..9 = shuffle + gzip level
   int64_t chunk_tokens = int64_t{1} << 16;  // HDF5 chunk (and append buffer) in tokens
-  std::vector<std::string> sources;     // provenance (input files), /meta attribute "sources"
+  std::vector<std::string> sources;         // provenance (input files), /meta attribute "sources"
 };
 
 // Writes one shard. Everything goes to "<path>.tmp", renamed to path by close(), so no

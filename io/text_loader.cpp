@@ -31,6 +31,18 @@ std::vector<std::string> list_shards(const std::string& path) {
   return files;
 }
 
+namespace {
+
+// Reads every token once, in bounded chunks, so an id outside the vocabulary is
+// reported before training starts rather than hours into a run.
+void validate_tokens(const ShardReader& r) {
+  constexpr int64_t kChunk = int64_t(1) << 20;
+  std::vector<int32_t> buf(size_t(std::min<int64_t>(kChunk, std::max<int64_t>(r.num_tokens(), 1))));
+  for (int64_t b = 0; b < r.num_tokens(); b += kChunk) r.read_tokens(b, std::min(kChunk, r.num_tokens() - b), buf.data());
+}
+
+}  // namespace
+
 TextLoader::TextLoader(const std::string& path, int64_t T, uint64_t seed, bool shuffle)
     : T_(T), seed_(seed), shuffle_(shuffle) {
   CASTOR_CHECK(T > 0, "loader: sequence length must be positive");
@@ -52,6 +64,7 @@ TextLoader::TextLoader(const std::string& path, int64_t T, uint64_t seed, bool s
     s->doc_stream.resize(size_t(docs));
     for (int64_t d = 0; d < docs; ++d) s->doc_stream[size_t(d)] = s->offsets[size_t(d)] + d;
     s->stream_len = r.num_tokens() + docs;
+    validate_tokens(r);
     shard_start_.push_back(stream_len_);
     stream_len_ += s->stream_len;
     shards_.push_back(std::move(s));

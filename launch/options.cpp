@@ -24,6 +24,23 @@ std::string format_default(double v) {
   return std::to_string(v);
 }
 
+void store_last_wins(const std::vector<std::string>& args, const po::options_description& desc,
+                     po::variables_map& vm) {
+  po::parsed_options parsed = po::command_line_parser(args).options(desc).run();
+  std::vector<po::option> kept;
+  for (size_t i = 0; i < parsed.options.size(); ++i) {
+    const po::option_description* d = desc.find_nothrow(parsed.options[i].string_key, false);
+    bool later = false;
+    if (d && d->semantic()->max_tokens() > 1) later = false;  // list options accumulate
+    else
+    for (size_t j = i + 1; j < parsed.options.size() && !later; ++j)
+      later = parsed.options[j].string_key == parsed.options[i].string_key;
+    if (!later) kept.push_back(parsed.options[i]);
+  }
+  parsed.options = kept;
+  po::store(parsed, vm);
+}
+
 namespace {
 
 template <typename T>
@@ -96,7 +113,7 @@ bool parse_train_options(const std::vector<std::string>& args, TrainOptions& out
 
   po::variables_map vm;
   try {
-    po::store(po::command_line_parser(args).options(all).run(), vm);
+    store_last_wins(args, all, vm);
     if (vm.count("help")) {
       std::cout << all << "\n";
       return false;

@@ -7,6 +7,7 @@
 #include "io/prep_text.h"
 #include "kernels/cpu/gemm.h"
 #include "launch/commands.h"
+#include "launch/options.h"
 
 namespace po = boost::program_options;
 
@@ -36,7 +37,7 @@ int prep_text_command(const std::vector<std::string>& args) {
       "quiet", "no progress output");
   po::variables_map vm;
   try {
-    po::store(po::command_line_parser(args).options(desc).run(), vm);
+    store_last_wins(args, desc, vm);
     if (vm.count("help")) {
       std::cout << desc << "\n";
       return 0;

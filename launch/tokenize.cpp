@@ -9,6 +9,7 @@
 #include "core/error.h"
 #include "io/tokenizer.h"
 #include "launch/commands.h"
+#include "launch/options.h"
 
 namespace po = boost::program_options;
 
@@ -25,7 +26,7 @@ int tokenize_command(const std::vector<std::string>& args) {
       "decode", "read whitespace-separated ids on stdin and print the decoded text");
   po::variables_map vm;
   try {
-    po::store(po::command_line_parser(args).options(desc).run(), vm);
+    store_last_wins(args, desc, vm);
     if (vm.count("help")) {
       std::cout << desc << "\n";
       return 0;

@@ -50,8 +50,8 @@ std::string error_of(F&& f) {
   return "";
 }
 
-#define EXPECT_CONTAINS(haystack, needle)                                                    \
-  EXPECT_NE(std::string(haystack).find(needle), std::string::npos)                           \
+#define EXPECT_CONTAINS(haystack, needle)                          \
+  EXPECT_NE(std::string(haystack).find(needle), std::string::npos) \
       << "message: " << (haystack) << "\nexpected to contain: " << (needle)
 
 std::vector<float> iota(size_t n, float start) {
@@ -100,8 +100,7 @@ TEST_F(CheckpointFileTest, RoundTrip) {
   EXPECT_FALSE(r.has("model/nope"));
   EXPECT_FALSE(r.has("nope"));
   EXPECT_FALSE(r.has("loader/nope"));
-  EXPECT_EQ(r.tensor_shape("model/transformer.h.0.attn.c_attn.weight"),
-            (std::vector<int64_t>{4, 12}));
+  EXPECT_EQ(r.tensor_shape("model/transformer.h.0.attn.c_attn.weight"), (std::vector<int64_t>{4, 12}));
   std::vector<float> attn(48);
   r.read_tensor("model/transformer.h.0.attn.c_attn.weight", {4, 12}, attn.data());
   EXPECT_EQ(attn, iota(48, 1.0f));
@@ -121,13 +120,10 @@ TEST_F(CheckpointFileTest, RoundTrip) {
 
   EXPECT_EQ(r.tensor_names("model"),
             (std::vector<std::string>{"model/scale", "model/transformer.h.0.attn.c_attn.bias",
-                                      "model/transformer.h.0.attn.c_attn.weight",
-                                      "model/transformer.wte.weight"}));
-  EXPECT_EQ(r.tensor_names("optim"),
-            (std::vector<std::string>{"optim/exp_avg/transformer.wte.weight",
-                                      "optim/exp_avg_sq/transformer.wte.weight"}));
-  EXPECT_EQ(r.tensor_names("optim/exp_avg"),
-            std::vector<std::string>{"optim/exp_avg/transformer.wte.weight"});
+                                      "model/transformer.h.0.attn.c_attn.weight", "model/transformer.wte.weight"}));
+  EXPECT_EQ(r.tensor_names("optim"), (std::vector<std::string>{"optim/exp_avg/transformer.wte.weight",
+                                                               "optim/exp_avg_sq/transformer.wte.weight"}));
+  EXPECT_EQ(r.tensor_names("optim/exp_avg"), std::vector<std::string>{"optim/exp_avg/transformer.wte.weight"});
   EXPECT_EQ(r.tensor_names().size(), 6u);  // blobs under /meta are not tensors
   EXPECT_TRUE(r.tensor_names("absent").empty());
   EXPECT_TRUE(r.tensor_names("meta").empty());
@@ -152,7 +148,7 @@ TEST_F(CheckpointFileTest, NothingAtFinalPathUntilCommit) {
     EXPECT_FALSE(fs::exists(path));
     EXPECT_TRUE(fs::exists(path + ".tmp"));
     EXPECT_EQ(latest_checkpoint(dir_.string()), "");  // a .tmp is never a checkpoint
-  }  // not committed
+  }                                                   // not committed
   EXPECT_FALSE(fs::exists(path));
   EXPECT_FALSE(fs::exists(path + ".tmp"));
   EXPECT_TRUE(fs::is_empty(dir_));
@@ -185,21 +181,20 @@ TEST_F(CheckpointFileTest, ShapeMismatchNamesTensorShapesAndFile) {
   write_sample(path);
   CheckpointReader r(path);
   std::vector<float> buf(100);
-  EXPECT_EQ(error_of([&] { r.read_tensor("model/transformer.wte.weight", {4, 6}, buf.data()); }),
+  EXPECT_EQ(error_of([&] {
+              r.read_tensor("model/transformer.wte.weight", {4, 6}, buf.data());
+            }),
             path + ": tensor model/transformer.wte.weight: shape [6, 4] in file, expected [4, 6]");
   EXPECT_EQ(error_of([&] { r.read_tensor("model/transformer.wte.weight", {24}, buf.data()); }),
             path + ": tensor model/transformer.wte.weight: shape [6, 4] in file, expected [24]");
   EXPECT_EQ(error_of([&] { r.read_tensor("model/missing", {1}, buf.data()); }),
             path + ": tensor model/missing not found");
   EXPECT_EQ(error_of([&] { r.tensor_shape("model"); }), path + ": tensor model not found");
-  EXPECT_EQ(error_of([&] { r.read_int64("train.nope"); }),
-            path + ": group /meta: attribute train.nope: missing");
-  EXPECT_EQ(error_of([&] { r.read_int64("opt/step"); }),
-            path + ": value opt/step not found (no group /meta/opt)");
+  EXPECT_EQ(error_of([&] { r.read_int64("train.nope"); }), path + ": group /meta: attribute train.nope: missing");
+  EXPECT_EQ(error_of([&] { r.read_int64("opt/step"); }), path + ": value opt/step not found (no group /meta/opt)");
   EXPECT_CONTAINS(error_of([&] { r.read_int64("model.family"); }),
                   path + ": group /meta: attribute model.family: has type string");
-  EXPECT_EQ(error_of([&] { r.read_bytes("rng/gpu"); }),
-            path + ": blob rng/gpu not found (no dataset /meta/rng/gpu)");
+  EXPECT_EQ(error_of([&] { r.read_bytes("rng/gpu"); }), path + ": blob rng/gpu not found (no dataset /meta/rng/gpu)");
 }
 
 TEST_F(CheckpointFileTest, RejectsWrongFilesAndVersions) {

@@ -49,8 +49,8 @@ std::string error_of(F&& f) {
   return "";
 }
 
-#define EXPECT_CONTAINS(haystack, needle)                                                    \
-  EXPECT_NE(std::string(haystack).find(needle), std::string::npos)                           \
+#define EXPECT_CONTAINS(haystack, needle)                          \
+  EXPECT_NE(std::string(haystack).find(needle), std::string::npos) \
       << "message: " << (haystack) << "\nexpected to contain: " << (needle)
 
 template <typename T>
@@ -240,12 +240,10 @@ TEST_F(Hdf5Test, Attributes) {
   EXPECT_DOUBLE_EQ(root.open_group("g").read_attr_double("scale"), 0.5);
   EXPECT_TRUE(root.has_attr("lr"));
   EXPECT_FALSE(root.has_attr("nope"));
-  EXPECT_EQ(root.attr_names(),
-            (std::vector<std::string>{"count", "empty", "list", "lr", "name", "none"}));
+  EXPECT_EQ(root.attr_names(), (std::vector<std::string>{"count", "empty", "list", "lr", "name", "none"}));
 
   EXPECT_EQ(error_of([&] { root.read_attr_int64("nope"); }), path + ": attribute /nope: missing");
-  EXPECT_CONTAINS(error_of([&] { root.read_attr_int64("name"); }),
-                  path + ": attribute /name: has type string");
+  EXPECT_CONTAINS(error_of([&] { root.read_attr_int64("name"); }), path + ": attribute /name: has type string");
   EXPECT_CONTAINS(error_of([&] { root.read_attr_string("lr"); }),
                   path + ": attribute /lr: has type float64, expected a string");
   EXPECT_CONTAINS(error_of([&] { root.read_attr_int64("lr"); }), "expected an integer");
@@ -297,8 +295,7 @@ TEST_F(Hdf5Test, GroupsAndMissingObjects) {
   EXPECT_EQ(root.open_group("a").children(), std::vector<std::string>{"b"});
 
   EXPECT_EQ(error_of([&] { root.open_group("nope/x"); }), path + ": group /nope/x not found");
-  EXPECT_EQ(error_of([&] { root.open_dataset("a/missing"); }),
-            path + ": dataset /a/missing not found");
+  EXPECT_EQ(error_of([&] { root.open_dataset("a/missing"); }), path + ": dataset /a/missing not found");
   EXPECT_EQ(error_of([&] { root.open_dataset("a/b"); }), path + ": /a/b is not a dataset");
   EXPECT_EQ(error_of([&] { root.open_group("a/b/c/v"); }), path + ": /a/b/c/v is not a group");
   EXPECT_CONTAINS(error_of([&] { root.create_group("a/b"); }), path + ": /a/b already exists");
@@ -308,8 +305,7 @@ TEST_F(Hdf5Test, GroupsAndMissingObjects) {
   bad.deflate_level = 12;
   EXPECT_CONTAINS(error_of([&] { root.create_dataset("w", H5Elem::f32, {3}, bad); }),
                   "dataset /w: deflate level must be 0..9");
-  EXPECT_CONTAINS(error_of([&] { root.create_dataset("w", H5Elem::f32, {-3}); }),
-                  "dataset /w: negative extent");
+  EXPECT_CONTAINS(error_of([&] { root.create_dataset("w", H5Elem::f32, {-3}); }), "dataset /w: negative extent");
 
   // Objects still open keep the file alive after close(); open_objects() counts them.
   EXPECT_EQ(f.open_objects(), 2);
@@ -325,8 +321,7 @@ TEST_F(Hdf5Test, CheckMacroReportsContextAndHdf5Message) {
   File f = File::create(path);
   Group root = f.root();
   const std::string msg = error_of([&] {
-    CASTOR_H5_CHECK(H5Dopen2(root.id(), "/does/not/exist", H5P_DEFAULT), path, ": dataset ",
-                    "/does/not/exist");
+    CASTOR_H5_CHECK(H5Dopen2(root.id(), "/does/not/exist", H5P_DEFAULT), path, ": dataset ", "/does/not/exist");
   });
   EXPECT_CONTAINS(msg, path + ": dataset /does/not/exist: H5Dopen2 failed (");
   EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
@@ -346,8 +341,7 @@ TEST_F(Hdf5Test, GarbageFilesThrowNamingThePath) {
 
   const std::string text = file("text.h5");
   std::ofstream(text) << "In the beginning God created the heaven and the earth.\n";
-  EXPECT_EQ(error_of([&] { File::open_read(text); }),
-            text + ": not an HDF5 file (no HDF5 signature)");
+  EXPECT_EQ(error_of([&] { File::open_read(text); }), text + ": not an HDF5 file (no HDF5 signature)");
 
   EXPECT_CONTAINS(error_of([&] { File::open_read(dir_.string()); }), "is a directory");
 

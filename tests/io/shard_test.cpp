@@ -12,6 +12,7 @@
 #include <functional>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace castor::io {
@@ -49,8 +50,8 @@ std::string error_of(F&& f) {
   return "";
 }
 
-#define EXPECT_CONTAINS(haystack, needle)                                                    \
-  EXPECT_NE(std::string(haystack).find(needle), std::string::npos)                           \
+#define EXPECT_CONTAINS(haystack, needle)                          \
+  EXPECT_NE(std::string(haystack).find(needle), std::string::npos) \
       << "message: " << (haystack) << "\nexpected to contain: " << (needle)
 
 // Deterministic documents of varying length (some empty) with ids below vocab.
@@ -64,15 +65,15 @@ std::vector<std::vector<int32_t>> make_docs(int n, int64_t vocab, uint32_t seed)
   return docs;
 }
 
-void write_shard(const std::string& path, const std::vector<std::vector<int32_t>>& docs,
-                 int64_t vocab, int32_t eot, ShardWriterOptions opts = {}) {
+void write_shard(const std::string& path, const std::vector<std::vector<int32_t>>& docs, int64_t vocab, int32_t eot,
+                 ShardWriterOptions opts = {}) {
   ShardWriter w(path, "gpt2", vocab, eot, std::move(opts));
   for (const auto& d : docs) w.add_document(d);
   w.close();
 }
 
-void check_round_trip(const std::string& path, const std::vector<std::vector<int32_t>>& docs,
-                      int64_t vocab, int32_t eot) {
+void check_round_trip(const std::string& path, const std::vector<std::vector<int32_t>>& docs, int64_t vocab,
+                      int32_t eot) {
   ShardReader r(path);
   EXPECT_EQ(r.path(), path);
   EXPECT_EQ(r.schema_version(), "1.0");
@@ -188,7 +189,9 @@ TEST_F(ShardTest, WriterRejectsBadInput) {
   EXPECT_CONTAINS(error_of([&] { ShardWriter(path, "gpt2", 100, 1, bad); }), "deflate level");
   ShardWriter w(path, "gpt2", 100, 1);
   w.add_document(std::vector<int32_t>{5});
-  EXPECT_EQ(error_of([&] { w.add_document(std::vector<int32_t>{1, 2, 100}); }),
+  EXPECT_EQ(error_of([&] {
+              w.add_document(std::vector<int32_t>{1, 2, 100});
+            }),
             path + ": document 1: token id 100 at position 2 outside [0, vocab_size 100)");
   EXPECT_CONTAINS(error_of([&] { w.add_document(std::vector<int32_t>{-1}); }), "token id -1");
   w.close();  // the rejected documents left no trace
@@ -219,8 +222,7 @@ void write_raw(const std::string& path, const RawShard& s) {
   root.write_attr_int64("vocab_size", s.vocab);
   root.write_attr_int64("eot_id", s.eot);
   root.write_attr_int64("num_documents", static_cast<int64_t>(s.offsets.size()) - 1);
-  root.write_attr_int64("num_tokens",
-                        s.num_tokens >= 0 ? s.num_tokens : static_cast<int64_t>(s.tokens.size()));
+  root.write_attr_int64("num_tokens", s.num_tokens >= 0 ? s.num_tokens : static_cast<int64_t>(s.tokens.size()));
   if (s.write_tokens) root.write_vector<int32_t>("text/tokens", s.tokens);
   root.write_vector<int64_t>("text/doc_offsets", s.offsets);
 }
@@ -287,8 +289,7 @@ TEST_F(ShardTest, RejectsWrongFormatAndVersion) {
   const std::string bad = file("v-bad.h5");
   s.version = "one";
   write_raw(bad, s);
-  EXPECT_CONTAINS(error_of([&] { ShardReader r(bad); }),
-                  bad + ": attribute /schema_version: malformed \"one\"");
+  EXPECT_CONTAINS(error_of([&] { ShardReader r(bad); }), bad + ": attribute /schema_version: malformed \"one\"");
 }
 
 TEST_F(ShardTest, RejectsBadHeaderAndDatasets) {
@@ -296,15 +297,13 @@ TEST_F(ShardTest, RejectsBadHeaderAndDatasets) {
   s.eot = 50257;
   const std::string eot = file("eot.h5");
   write_raw(eot, s);
-  EXPECT_EQ(error_of([&] { ShardReader r(eot); }),
-            eot + ": attribute /eot_id: 50257 outside [0, vocab_size 50257)");
+  EXPECT_EQ(error_of([&] { ShardReader r(eot); }), eot + ": attribute /eot_id: 50257 outside [0, vocab_size 50257)");
 
   s = RawShard{};
   s.write_tokens = false;
   const std::string no_tokens = file("no-tokens.h5");
   write_raw(no_tokens, s);
-  EXPECT_EQ(error_of([&] { ShardReader r(no_tokens); }),
-            no_tokens + ": dataset /text/tokens not found");
+  EXPECT_EQ(error_of([&] { ShardReader r(no_tokens); }), no_tokens + ": dataset /text/tokens not found");
 
   s = RawShard{};
   s.num_tokens = 41;
@@ -346,8 +345,9 @@ TEST_F(ShardTest, RejectsBadOffsets) {
   const std::string not_monotone = file("not-monotone.h5");
   write_raw(not_monotone, s);
   EXPECT_EQ(error_of([&] { ShardReader r(not_monotone); }),
-            not_monotone + ": dataset /text/doc_offsets: offsets not monotone: offset[2] = 10 < "
-                           "offset[1] = 25");
+            not_monotone +
+                ": dataset /text/doc_offsets: offsets not monotone: offset[2] = 10 < "
+                "offset[1] = 25");
 
   s.offsets = {0, 10, 55, 40};
   const std::string beyond = file("beyond.h5");
@@ -364,8 +364,7 @@ TEST_F(ShardTest, RejectsBadOffsets) {
   s.offsets = {5, 10, 40};
   const std::string first = file("first.h5");
   write_raw(first, s);
-  EXPECT_EQ(error_of([&] { ShardReader r(first); }),
-            first + ": dataset /text/doc_offsets: offset[0] = 5, expected 0");
+  EXPECT_EQ(error_of([&] { ShardReader r(first); }), first + ": dataset /text/doc_offsets: offset[0] = 5, expected 0");
 
   // num_documents disagreeing with the offsets' length.
   const std::string len = file("len.h5");
@@ -389,11 +388,38 @@ TEST_F(ShardTest, TokenIdsValidatedOnRead) {
   r.read_tokens(0, 17, out.data());  // the clean prefix is fine
   EXPECT_EQ(error_of([&] { r.read_tokens(10, 10, out.data()); }),
             path + ": dataset /text/tokens: id 60000 >= vocab_size 50257 at index 17");
-  EXPECT_EQ(error_of([&] { r.read_document(2); }),
-            path + ": dataset /text/tokens: id -4 < 0 at index 30");
+  EXPECT_EQ(error_of([&] { r.read_document(2); }), path + ": dataset /text/tokens: id -4 < 0 at index 30");
   EXPECT_CONTAINS(error_of([&] { r.read_tokens(35, 10, out.data()); }),
                   path + ": dataset /text/tokens: range [35, 45) outside [0, 40)");
   EXPECT_CONTAINS(error_of([&] { r.read_document(3); }), path + ": document 3 outside [0, 3)");
+}
+
+TEST_F(ShardTest, ConcurrentReadsFromThreads) {
+  // The loader reads on a prefetch thread; HDF5 is built thread-safe and errors stay
+  // per thread.
+  const std::string path = file("threads.h5");
+  const auto docs = make_docs(400, 50257, 4);
+  write_shard(path, docs, 50257, 50256);
+  ShardReader r(path);
+  std::vector<std::thread> threads;
+  std::vector<int> ok(4, 0);
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int rep = 0; rep < 50; ++rep) {
+        const int64_t d = (t * 97 + rep * 13) % r.num_documents();
+        if (r.read_document(d) != docs[static_cast<size_t>(d)]) return;
+        try {
+          std::vector<int32_t> buf(2);
+          r.read_tokens(r.num_tokens() - 1, 2, buf.data());
+          return;
+        } catch (const Error&) {
+        }
+      }
+      ok[static_cast<size_t>(t)] = 1;
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(ok, std::vector<int>(4, 1));
 }
 
 }  // namespace

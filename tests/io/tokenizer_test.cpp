@@ -2,7 +2,10 @@
 // (tests/python/gpt2_reference.py), the pre-tokenizer's pieces, round trips over varied and
 // invalid UTF-8 text, thread agreement, the byte tokenizer, and clear errors for bad files,
 // names and ids. Full-corpus parity with the reference lives in tests/python/test_tokenizer.py.
+#include "io/tokenizer.h"
+
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
@@ -11,12 +14,10 @@
 #include <random>
 #include <string>
 #include <thread>
-#include <unistd.h>
 #include <vector>
 
 #include "core/error.h"
 #include "io/json_lite.h"
-#include "io/tokenizer.h"
 
 namespace castor::io {
 namespace {
@@ -50,8 +51,7 @@ std::string error_of(F&& f) {
 class TempDir {
  public:
   TempDir() {
-    path_ = fs::temp_directory_path() /
-            ("castor_tok_" + std::to_string(::getpid()) + "_" + std::to_string(counter_++));
+    path_ = fs::temp_directory_path() / ("castor_tok_" + std::to_string(::getpid()) + "_" + std::to_string(counter_++));
     fs::remove_all(path_);
     fs::create_directories(path_ / "gpt2");
   }
@@ -90,7 +90,10 @@ std::vector<std::string> varied_texts() {
       "\xd7\xa2\xd7\x91\xd7\xa8\xd7\x99\xd7\xaa",
       "\xf0\x9f\xa4\x96\xf0\x9f\x8e\x89 emoji \xf0\x9f\x91\xa9\xe2\x80\x8d\xf0\x9f\x91\xa9\xe2\x80\x8d\xf0\x9f\x91\xa7",
       "digits 0123456789 \xd9\xa3\xd9\xa4 \xe0\xa5\xab \xe2\x85\xab \xc2\xbd\xc2\xb2",
-      "nbsp\xc2\xa0" "here\xe3\x80\x80" "ideographic\xe2\x80\x83" "em",
+      "nbsp\xc2\xa0"
+      "here\xe3\x80\x80"
+      "ideographic\xe2\x80\x83"
+      "em",
       "<|endoftext|>",
       "bad\xff\xfe bytes \xe2\x82 truncated \xed\xa0\x80 surrogate \xc0\xaf overlong \xf4\x90\x80\x80 big \x80",
       std::string("nul\0inside", 10),
@@ -144,7 +147,9 @@ TEST(Gpt2Tokenizer, SplitPieces) {
   EXPECT_EQ(split(" \xe2\x82"), (V{" \xe2\x82"}));
   // Non-ASCII: NBSP and U+3000 are \s, combining marks are "other", Arabic-Indic digits \p{N}.
   // Only U+0020 is the optional space before a word, so "NBSP NBSP b" ends "NBSP", "b".
-  EXPECT_EQ(split("a\xc2\xa0\xc2\xa0" "b"), (V{"a", "\xc2\xa0", "\xc2\xa0", "b"}));
+  EXPECT_EQ(split("a\xc2\xa0\xc2\xa0"
+                  "b"),
+            (V{"a", "\xc2\xa0", "\xc2\xa0", "b"}));
   EXPECT_EQ(split("e\xcc\x81t\xd9\xa3"), (V{"e", "\xcc\x81", "t", "\xd9\xa3"}));
   for (const std::string& t : varied_texts()) {
     std::string joined;
@@ -161,23 +166,24 @@ TEST(Gpt2Tokenizer, CharClasses) {
   EXPECT_EQ(char_class('7'), CharClass::kNumber);
   EXPECT_EQ(char_class('\t'), CharClass::kSpace);
   EXPECT_EQ(char_class('_'), CharClass::kOther);
-  EXPECT_EQ(char_class(0x1C), CharClass::kOther);   // not \s in the regex module
-  EXPECT_EQ(char_class(0x00E9), CharClass::kLetter);  // é
-  EXPECT_EQ(char_class(0x03A9), CharClass::kLetter);  // Ω
-  EXPECT_EQ(char_class(0x0436), CharClass::kLetter);  // ж
-  EXPECT_EQ(char_class(0x05E9), CharClass::kLetter);  // ש
-  EXPECT_EQ(char_class(0x0643), CharClass::kLetter);  // ك
-  EXPECT_EQ(char_class(0x4E2D), CharClass::kLetter);  // 中
-  EXPECT_EQ(char_class(0x3042), CharClass::kLetter);  // あ
-  EXPECT_EQ(char_class(0xAC00), CharClass::kLetter);  // 가
+  EXPECT_EQ(char_class(0x1C), CharClass::kOther);      // not \s in the regex module
+  EXPECT_EQ(char_class(0x00E9), CharClass::kLetter);   // é
+  EXPECT_EQ(char_class(0x03A9), CharClass::kLetter);   // Ω
+  EXPECT_EQ(char_class(0x0436), CharClass::kLetter);   // ж
+  EXPECT_EQ(char_class(0x05E9), CharClass::kLetter);   // ש
+  EXPECT_EQ(char_class(0x0643), CharClass::kLetter);   // ك
+  EXPECT_EQ(char_class(0x4E2D), CharClass::kLetter);   // 中
+  EXPECT_EQ(char_class(0x3042), CharClass::kLetter);   // あ
+  EXPECT_EQ(char_class(0xAC00), CharClass::kLetter);   // 가
   EXPECT_EQ(char_class(0x20000), CharClass::kLetter);  // CJK extension B
-  EXPECT_EQ(char_class(0x0663), CharClass::kNumber);  // Arabic-Indic 3
-  EXPECT_EQ(char_class(0x096B), CharClass::kNumber);  // Devanagari 5
-  EXPECT_EQ(char_class(0x216B), CharClass::kNumber);  // Roman numeral twelve
-  EXPECT_EQ(char_class(0x00BD), CharClass::kNumber);  // ½
+  EXPECT_EQ(char_class(0x1E5D0), CharClass::kLetter);  // Ol Onal (Unicode 16)
+  EXPECT_EQ(char_class(0x0663), CharClass::kNumber);   // Arabic-Indic 3
+  EXPECT_EQ(char_class(0x096B), CharClass::kNumber);   // Devanagari 5
+  EXPECT_EQ(char_class(0x216B), CharClass::kNumber);   // Roman numeral twelve
+  EXPECT_EQ(char_class(0x00BD), CharClass::kNumber);   // ½
   EXPECT_EQ(char_class(0x00A0), CharClass::kSpace);
   EXPECT_EQ(char_class(0x3000), CharClass::kSpace);
-  EXPECT_EQ(char_class(0x0301), CharClass::kOther);  // combining acute
+  EXPECT_EQ(char_class(0x0301), CharClass::kOther);   // combining acute
   EXPECT_EQ(char_class(0x1F600), CharClass::kOther);  // emoji
   EXPECT_EQ(char_class(0x10FFFF), CharClass::kOther);
 }
@@ -282,8 +288,8 @@ TEST(Tokenizer, MissingFilesNameThePath) {
 }
 
 TEST(Tokenizer, CorruptEncoderJson) {
-  const std::string bad[] = {"garbage", "", "{\"a\": 1", "{\"a\": 1.5}", "{\"a\": \"x\"}", "{\"a\": 0} extra",
-                             "{\"a\\q\": 0}", "[1, 2]"};
+  const std::string bad[] = {
+      "garbage", "", "{\"a\": 1", "{\"a\": 1.5}", "{\"a\": \"x\"}", "{\"a\": 0} extra", "{\"a\\q\": 0}", "[1, 2]"};
   for (const std::string& text : bad) {
     TempDir dir;
     dir.write("gpt2/encoder.json", text);
@@ -314,7 +320,8 @@ TEST(Tokenizer, MalformedMergesLine) {
 
 TEST(JsonLite, EscapesAndSurrogatePairs) {
   auto m = parse_json_int_map(
-      " {\"a\": 1, \"\\u0120the\": 262, \"q\\\"\\\\\\/\\b\\f\\n\\r\\t\": -3,\n \"\\ud83d\\ude00\": 7, \"\xc3\xa9\": 0} ",
+      " {\"a\": 1, \"\\u0120the\": 262, \"q\\\"\\\\\\/\\b\\f\\n\\r\\t\": -3,\n \"\\ud83d\\ude00\": 7, \"\xc3\xa9\": "
+      "0} ",
       "t.json");
   ASSERT_EQ(m.size(), 5u);
   EXPECT_EQ(m[0], (std::pair<std::string, int64_t>{"a", 1}));
@@ -326,9 +333,10 @@ TEST(JsonLite, EscapesAndSurrogatePairs) {
 }
 
 TEST(JsonLite, RejectsBadInput) {
-  const std::string bad[] = {"{\"\\ud83d\": 1}", "{\"\\ude00\": 1}", "{\"\\u12g4\": 1}", "{\"a\": 01}",
-                             "{\"a\": 1,}",      "{\"a\" 1}",       "{\"a\tb\": 1}",    "{\"a\": 99999999999999999999}",
-                             "{\"a\": {}}",      "{\"a\": 1}}"};
+  const std::string bad[] = {
+      "{\"\\ud83d\": 1}", "{\"\\ude00\": 1}", "{\"\\u12g4\": 1}", "{\"a\": 01}",
+      "{\"a\": 1,}",      "{\"a\" 1}",        "{\"a\tb\": 1}",    "{\"a\": 99999999999999999999}",
+      "{\"a\": {}}",      "{\"a\": 1}}"};
   for (const std::string& text : bad) {
     std::string msg = error_of([&] { parse_json_int_map(text, "t.json"); });
     EXPECT_EQ(msg.rfind("t.json: invalid JSON at 1:", 0), 0u) << text << " -> " << msg;
@@ -345,8 +353,8 @@ TEST(JsonLite, StringFieldOfJsonlLine) {
   EXPECT_EQ(parse_json_string_field(line, "absent", "a.jsonl:1"), std::nullopt);
   EXPECT_EQ(parse_json_string_field(line, "n", "a.jsonl:1"), std::nullopt);  // not a string
   EXPECT_EQ(parse_json_string_field("{\"text\": \"a\", \"text\": \"b\"}", "text", "x"), "b");
-  for (const std::string bad : {"{\"text\": \"a\"", "{\"text\": tru}", "{\"x\": [1,]}", "{\"x\": 1.}",
-                                "{\"x\": -}", "[\"text\"]", "{\"text\": \"a\"} {}"}) {
+  for (const std::string bad : {"{\"text\": \"a\"", "{\"text\": tru}", "{\"x\": [1,]}", "{\"x\": 1.}", "{\"x\": -}",
+                                "[\"text\"]", "{\"text\": \"a\"} {}"}) {
     std::string msg = error_of([&] { parse_json_string_field(bad, "text", "a.jsonl:7"); });
     EXPECT_EQ(msg.rfind("a.jsonl:7: invalid JSON at 1:", 0), 0u) << bad << " -> " << msg;
   }

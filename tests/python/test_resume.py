@@ -43,8 +43,9 @@ with tempdir() as tmp:
             for k in sorted(a):
                 if a[k] != b.get(k):
                     print("  full :", a[k], "\n  split:", b.get(k))
-        val_a = re.findall(r"val loss (\S+)", full.stdout)
-        val_b = re.findall(r"val loss (\S+)", first.stdout + second.stdout)
+        val_line = re.compile(r"^step\s+\d+ \| val loss (\S+)$", re.M)
+        val_a = val_line.findall(full.stdout)
+        val_b = val_line.findall(first.stdout + second.stdout)
         check(val_a == val_b and len(val_a) == 2, f"{family}: validation losses identical {val_a} vs {val_b}")
         fa = h5py.File(os.path.join(tmp, family, "full", "step_00000010.h5"), "r")
         fb = h5py.File(os.path.join(tmp, family, "split", "step_00000010.h5"), "r")
