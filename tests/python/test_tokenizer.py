@@ -25,12 +25,14 @@ FAILURES = []
 
 def find_castor():
     path = os.environ.get("CASTOR_BIN")
-    if path and os.path.isfile(path) and os.access(path, os.X_OK):
-        return path
+    if path:
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            return path
+        sys.exit(f"test_tokenizer: CASTOR_BIN={path} is not an executable file (is castor built?)")
     found = sorted(glob.glob(os.path.join(ROOT, "build*", "bin", "castor")), key=os.path.getmtime)
     if found:
         return found[-1]
-    sys.exit(f"test_tokenizer: castor binary not found (CASTOR_BIN={path!r}, no {ROOT}/build*/bin/castor)")
+    sys.exit(f"test_tokenizer: castor binary not found (no CASTOR_BIN, no {ROOT}/build*/bin/castor)")
 
 
 def run(castor, args, data):
