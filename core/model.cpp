@@ -29,8 +29,8 @@ Transformer::Transformer(const ModelConfig& cfg, ParamStore& store, Backend& bac
   head_ = cfg.tied_embeddings() ? wte_ : store.add("lm_head.weight", {V, C}, Init::normal(cfg.init_std), true);
   emb_ = Buffer(backend, size_t(rows * C) * sizeof(float));
   dhidden_ = Buffer(backend, size_t(rows * C) * sizeof(float));
-  // Chunk of rows for the fused head: bounded scratch (<= ~64 MB of logits).
-  head_chunk_ = std::clamp<int64_t>((int64_t(16) << 20) / std::max<int64_t>(V, 1), 1, std::min<int64_t>(rows, 512));
+  // Chunk of rows for the fused head: 512 rows measured best (bench/NOTES.md), scratch <= 128 MB.
+  head_chunk_ = std::clamp<int64_t>((int64_t(32) << 20) / std::max<int64_t>(V, 1), 1, std::min<int64_t>(rows, 512));
   head_scratch_ = Buffer(backend, kc::lm_head_xent_scratch_floats(head_chunk_, V) * sizeof(float));
 }
 

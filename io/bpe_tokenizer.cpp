@@ -224,7 +224,12 @@ class PieceMemo {
     size_t at = 0, count = 0;  // ids[at, at + count) of the output
   };
 
-  explicit PieceMemo(std::string_view text) : text_(text), slots_(256), mask_(255) {}
+  explicit PieceMemo(std::string_view text) : text_(text) {
+    size_t cap = 16;  // about one slot per 4 bytes of text to start with, grown as needed
+    while (cap < 4096 && cap < text.size() / 4) cap *= 2;
+    slots_.resize(cap);
+    mask_ = cap - 1;
+  }
 
   // The slot of `piece` (a substring of the text at `off`); *found tells whether it was
   // already there. A new slot must be filled (at, count) before the next call.
@@ -263,7 +268,7 @@ class PieceMemo {
 
   std::string_view text_;
   std::vector<Slot> slots_;
-  size_t mask_;
+  size_t mask_ = 0;
   size_t size_ = 0;
 };
 

@@ -16,6 +16,9 @@ std::vector<int64_t> dims(const Shape& s) {
   return d;
 }
 
+
+}  // namespace
+
 void write_model_config(CheckpointWriter& w, const ModelConfig& m) {
   w.write_string("model.family", family_name(m.family));
   w.write_int64("model.vocab_size", m.vocab_size);
@@ -29,8 +32,6 @@ void write_model_config(CheckpointWriter& w, const ModelConfig& m) {
   w.write_double("model.rope_theta", m.rope_theta);
   w.write_double("model.init_std", m.init_std);
 }
-
-}  // namespace
 
 void save_checkpoint(const std::string& path, const ModelConfig& model, const ParamStore& store,
                      const AdamW* optim, const TrainState& state) {

@@ -20,6 +20,10 @@ struct TrainState {
   LoaderCursor cursor;
 };
 
+// The model config as scalars ("model.family", "model.d_model", ...); read_model_config
+// reads them back.
+void write_model_config(CheckpointWriter& w, const ModelConfig& model);
+
 void save_checkpoint(const std::string& path, const ModelConfig& model, const ParamStore& store,
                      const AdamW* optim, const TrainState& state);
 

@@ -4,6 +4,7 @@
 
 #include <cstdio>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -49,18 +50,22 @@ int dispatch(const std::vector<std::string>& words) {
 }  // namespace
 
 int run_cli(int argc, char** argv) {
-  parallel::MpiSession mpi(&argc, &argv);
-  const int rank = mpi.world_rank();
+  // Only train joins an MPI job; the other commands start instantly without MPI.
+  const bool needs_mpi = argc > 1 && std::strcmp(argv[1], "train") == 0;
+  std::unique_ptr<parallel::MpiSession> mpi;
+  if (needs_mpi) mpi = std::make_unique<parallel::MpiSession>(&argc, &argv);
+  const int rank = mpi ? mpi->world_rank() : 0;
+  const int world = mpi ? mpi->world_size() : 1;
   std::vector<std::string> words(argv + 1, argv + argc);
   try {
-    if (!words.empty() && words[0] == "train" && mpi.world_size() > 1)
-      CASTOR_FAIL("this version of castor train runs on 1 rank; got ", mpi.world_size(),
+    if (world > 1)
+      CASTOR_FAIL("this version of castor train runs on 1 rank; got ", world,
                   " (data, tensor and expert parallelism are on the roadmap)");
     return dispatch(words);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "castor: error: rank %d: %s\n", rank, e.what());
     std::fflush(stderr);
-    if (mpi.world_size() > 1) parallel::MpiSession::abort_job(1);
+    if (world > 1) parallel::MpiSession::abort_job(1);
     return 1;
   }
 }

@@ -41,6 +41,21 @@ void store_last_wins(const std::vector<std::string>& args, const po::options_des
   po::store(parsed, vm);
 }
 
+bool parse_command_line(const std::vector<std::string>& args, const po::options_description& desc,
+                        po::variables_map& vm) {
+  try {
+    store_last_wins(args, desc, vm);
+    if (vm.count("help")) {
+      std::cout << desc << "\n";
+      return false;
+    }
+    po::notify(vm);
+  } catch (const po::error& e) {
+    CASTOR_FAIL(e.what());
+  }
+  return true;
+}
+
 namespace {
 
 template <typename T>

@@ -25,6 +25,11 @@ bool parse_train_options(const std::vector<std::string>& args, TrainOptions& out
 void store_last_wins(const std::vector<std::string>& args, const boost::program_options::options_description& desc,
                      boost::program_options::variables_map& vm);
 
+// The whole parse of a subcommand without a config file: last value wins, --help prints
+// desc to stdout and returns false, Boost errors become castor::Error.
+bool parse_command_line(const std::vector<std::string>& args, const boost::program_options::options_description& desc,
+                        boost::program_options::variables_map& vm);
+
 // Shortest round-trip text of a float default, for --help.
 std::string format_default(double v);
 

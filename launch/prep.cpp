@@ -1,7 +1,6 @@
 // `castor prep text`: options for the text pipeline of io/prep_text.h, and its summary.
 #include <boost/program_options.hpp>
 #include <cstdio>
-#include <iostream>
 
 #include "core/error.h"
 #include "io/prep_text.h"
@@ -36,16 +35,7 @@ int prep_text_command(const std::vector<std::string>& args) {
       "threads", po::value<int>(&threads)->default_value(0), "tokenizer threads; 0 = all cores")(
       "quiet", "no progress output");
   po::variables_map vm;
-  try {
-    store_last_wins(args, desc, vm);
-    if (vm.count("help")) {
-      std::cout << desc << "\n";
-      return 0;
-    }
-    po::notify(vm);
-  } catch (const po::error& e) {
-    CASTOR_FAIL(e.what());
-  }
+  if (!parse_command_line(args, desc, vm)) return 0;
   CASTOR_CHECK(threads >= 0, "--threads must be >= 0 (got ", threads, ")");
   if (threads > 0) kernels::cpu::set_num_threads(threads);
   cfg.progress = vm.count("quiet") == 0;

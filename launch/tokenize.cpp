@@ -25,16 +25,7 @@ int tokenize_command(const std::vector<std::string>& args) {
       "data-dir", po::value<std::string>(&data_dir), "tokenizer files directory (default: the bundled data/)")(
       "decode", "read whitespace-separated ids on stdin and print the decoded text");
   po::variables_map vm;
-  try {
-    store_last_wins(args, desc, vm);
-    if (vm.count("help")) {
-      std::cout << desc << "\n";
-      return 0;
-    }
-    po::notify(vm);
-  } catch (const po::error& e) {
-    CASTOR_FAIL(e.what());
-  }
+  if (!parse_command_line(args, desc, vm)) return 0;
   auto tok = io::make_tokenizer(name, data_dir.empty() ? io::default_data_dir() : data_dir);
   std::string input((std::istreambuf_iterator<char>(std::cin)), std::istreambuf_iterator<char>());
   if (vm.count("decode")) {

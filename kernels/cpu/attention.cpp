@@ -9,18 +9,18 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <climits>
 #include <cmath>
 #include <cstring>
+
+#include "kernels/cpu/vec_math.h"
 
 namespace castor::kernels::cpu {
 namespace {
 
 // Query rows per tile: large enough for sgemm to run near peak, small enough that the
 // causal waste (keys past the diagonal inside the block) stays small.
-#ifndef BQ
-#define BQ 64
-#endif
-constexpr int64_t kBlockRows = BQ;
+constexpr int64_t kBlockRows = 64;
 
 int64_t block_rows(const AttentionShape& s) { return std::min<int64_t>(kBlockRows, s.T); }
 
@@ -30,89 +30,22 @@ size_t per_thread_floats(const AttentionShape& s) {
 }
 
 bool valid_shape(const AttentionShape& s) {
-  return s.B > 0 && s.T > 0 && s.H > 0 && s.KVH > 0 && s.D > 0 && s.H % s.KVH == 0;
+  return s.B > 0 && s.T > 0 && s.H > 0 && s.KVH > 0 && s.D > 0 && s.H % s.KVH == 0 &&
+         s.T <= INT_MAX && (s.H + 2 * s.KVH) * s.D <= INT_MAX;  // cblas takes int sizes
 }
 
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wpsabi"  // the vector types never cross this file's boundary
 
-// Lanes match the widest vector register the build targets.
-#if defined(__AVX512F__)
-constexpr int64_t kLanes = 16;
-#elif defined(__AVX__)
-constexpr int64_t kLanes = 8;
-#else
-constexpr int64_t kLanes = 4;
-#endif
-typedef float VecF __attribute__((vector_size(kLanes * sizeof(float))));
-typedef int32_t VecI __attribute__((vector_size(kLanes * sizeof(int32_t))));
-
-inline VecF load(const float* p) {
-  VecF v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
-inline void store(float* p, VecF v) { std::memcpy(p, &v, sizeof v); }
-
-// exp(x) lane-wise for x <= ~0: n = round(x / ln2) by truncation (valid for x <= 0.5),
-// Cephes polynomial on the remainder (~1 ulp), times 2^n built in the exponent bits.
-// Results below 2^-126 (x < -87.3) flush to 0; -inf gives 0.
-inline VecF exp_nonpositive(VecF x) {
-  x = x < -100.0f ? VecF{} - 100.0f : x;
-  const VecI ni = __builtin_convertvector(x * 1.44269504088896341f - 0.5f, VecI);
-  const VecF n = __builtin_convertvector(ni, VecF);
-  VecF r = x - n * 0.693359375f;
-  r = r - n * -2.12194440e-4f;
-  VecF p = r * 1.9875691500e-4f + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  const VecF y = p * r * r + r + 1.0f;
-  VecI e = ni + 127;
-  e = e < 0 ? VecI{} : e;
-  return y * reinterpret_cast<VecF>(e << 23);
-}
-
-// Fixed-order horizontal reductions (deterministic for a given build).
-inline float hsum(VecF v) {
-  float s = 0.0f;
-  for (int64_t i = 0; i < kLanes; ++i) s += v[i];
-  return s;
-}
-
-inline float row_max(const float* x, int64_t n) {
-  VecF m = VecF{} - INFINITY;
-  int64_t j = 0;
-  for (; j + kLanes <= n; j += kLanes) {
-    const VecF v = load(x + j);
-    m = v > m ? v : m;
-  }
-  float r = -INFINITY;
-  for (int64_t i = 0; i < kLanes; ++i) r = std::max(r, m[i]);
-  for (; j < n; ++j) r = std::max(r, x[j]);
-  return r;
-}
-
-// x[j] = exp(x[j] - shift) for j < n; returns the sum of the new values.
-inline float exp_shift_sum(float* x, int64_t n, float shift) {
-  VecF acc{};
-  int64_t j = 0;
-  for (; j + kLanes <= n; j += kLanes) {
-    const VecF e = exp_nonpositive(load(x + j) - shift);
-    store(x + j, e);
-    acc += e;
-  }
-  if (j < n) {  // tail through a padded vector so every element sees the same math
-    float buf[kLanes];
-    for (int64_t i = 0; i < kLanes; ++i) buf[i] = j + i < n ? x[j + i] : -INFINITY;
-    const VecF e = exp_nonpositive(load(buf) - shift);
-    store(buf, e);
-    for (int64_t i = 0; j + i < n; ++i) x[j + i] = buf[i];
-    acc += e;
-  }
-  return hsum(acc);
-}
+// Shared SIMD helpers (vec_math.h); softmax_grad_row and dot below are this file's own.
+using vec::exp_nonpositive;
+using vec::exp_shift_sum;
+using vec::hsum;
+using vec::kLanes;
+using vec::load;
+using vec::row_max;
+using vec::store;
+using vec::VecF;
 
 // p[j] = exp(p[j] - lse) (the probabilities), ds[j] = p[j] * (ds[j] - di) for j < n,
 // where ds holds dP on entry.
@@ -150,6 +83,8 @@ inline float dot(const float* a, const float* b, int64_t n) {
 
 #pragma GCC diagnostic pop
 
+// Threads the kernels run on: omp_get_max_threads(), fewer if the caller's scratch holds
+// tiles for fewer (results do not depend on the count).
 int threads_for(size_t scratch_floats, size_t per_thread) {
   const size_t fit = scratch_floats / per_thread;
   return static_cast<int>(std::min<size_t>(fit, size_t(omp_get_max_threads())));

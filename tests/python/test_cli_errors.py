@@ -30,6 +30,18 @@ with tempdir() as tmp:
     p = run(base, check=False)
     check(p.returncode == 0 and "done: 2 steps" in p.stdout, f"baseline trains: {p.stderr.strip()}")
 
+    # Under mpirun: one rank trains; more ranks are refused (this version) and the job ends.
+    import subprocess
+    from castor_testing import castor_bin
+    mpi_env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OMP_NUM_THREADS="1")
+    p = subprocess.run(["mpirun", "--oversubscribe", "-np", "1", castor_bin()] + base, capture_output=True,
+                       text=True, env=mpi_env, timeout=120)
+    check(p.returncode == 0 and "done: 2 steps" in p.stdout, f"trains under mpirun -np 1: {p.stderr.strip()[-300:]}")
+    p = subprocess.run(["mpirun", "--oversubscribe", "-np", "2", castor_bin()] + base, capture_output=True,
+                       text=True, env=mpi_env, timeout=120)
+    check(p.returncode != 0 and "castor: error: rank 0: this version of castor train runs on 1 rank" in p.stderr,
+          f"mpirun -np 2 is refused with a clear error (exit {p.returncode})")
+
     expect_error("negative lr", base + ["--optim.lr=-0.001"], "--optim.lr must be positive")
     expect_error("heads not dividing d_model", base + ["--model.n_heads", "3"],
                  "--model.n_heads (3) must divide --model.d_model (32)")

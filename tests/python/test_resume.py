@@ -25,7 +25,7 @@ with tempdir() as tmp:
                   "--model.max_seq_len", "64", "--train.seq_len", "64", "--train.micro_batch", "2",
                   "--train.grad_accum", "2", "--train.steps", "10", "--train.log_every", "1",
                   "--train.eval_every", "5", "--train.eval_batches", "2", "--optim.warmup_steps", "3",
-                  "--train.threads", "2", *extra]
+                  "--train.threads", "1", *extra]
         full = run(common + ["--train.out_dir", os.path.join(tmp, family, "full")])
         first = run(common + ["--train.out_dir", os.path.join(tmp, family, "split"),
                               "--train.exit_after", "4"])

@@ -10,7 +10,7 @@
 
 #include "core/model.h"
 #include "core/optimizer.h"
-#include "io/checkpoint_file.h"
+#include "io/checkpoint.h"
 
 using namespace castor;
 
@@ -74,16 +74,7 @@ int main(int argc, char** argv) {
     targets[5] = -1;  // one ignored position
 
     io::CheckpointWriter w(out);
-    w.write_string("model.family", family);
-    w.write_int64("model.vocab_size", mc.vocab_size);
-    w.write_int64("model.d_model", mc.d_model);
-    w.write_int64("model.n_layers", mc.n_layers);
-    w.write_int64("model.n_heads", mc.n_heads);
-    w.write_int64("model.n_kv_heads", mc.kv_heads());
-    w.write_int64("model.d_ff", mc.ffn_dim());
-    w.write_int64("model.max_seq_len", mc.max_seq_len);
-    w.write_double("model.norm_eps", mc.norm_eps);
-    w.write_double("model.rope_theta", mc.rope_theta);
+    io::write_model_config(w, mc);
     w.write_double("optim.lr", oc.lr);
     w.write_double("optim.min_lr", oc.min_lr);
     w.write_int64("optim.warmup_steps", oc.warmup_steps);
