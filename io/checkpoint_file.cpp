@@ -62,75 +62,56 @@ void collect_tensors(const Group& g, const std::string& prefix, bool skip_meta, 
 // ---------------------------------------------------------------------------- writer
 
 CheckpointWriter::CheckpointWriter(std::string path, int deflate_level)
-    : path_(std::move(path)), tmp_path_(path_ + ".tmp"), deflate_level_(deflate_level) {
-  CASTOR_CHECK(deflate_level_ >= 0 && deflate_level_ <= 9, path_, ": deflate level must be 0..9, got ", deflate_level_);
-  file_ = File::create(tmp_path_);
-  try {
-    Group root = file_.root();
-    write_castor_header(root, kCheckpointFormat, kCheckpointSchemaVersion);
-    root.create_group("meta");
-  } catch (...) {
-    file_ = File();
-    std::error_code ec;
-    std::filesystem::remove(tmp_path_, ec);
-    throw;
-  }
-}
-
-CheckpointWriter::~CheckpointWriter() {
-  if (committed_) return;
-  file_ = File();
-  std::error_code ec;
-  std::filesystem::remove(tmp_path_, ec);
+    : out_(std::move(path)), deflate_level_(deflate_level) {
+  CASTOR_CHECK(deflate_level_ >= 0 && deflate_level_ <= 9, out_.path(), ": deflate level must be 0..9, got ",
+               deflate_level_);
+  out_.create();
+  Group root = out_.file().root();  // on a throw below, out_ removes the temporary file
+  write_castor_header(root, kCheckpointFormat, kCheckpointSchemaVersion);
+  root.create_group("meta");
 }
 
 void CheckpointWriter::claim(const std::string& name) {
-  CASTOR_CHECK(!committed_, path_, ": write of ", name, " after commit()");
-  validate_name(path_, name);
-  CASTOR_CHECK(std::find(names_.begin(), names_.end(), name) == names_.end(), path_, ": ", name, " written twice");
+  CASTOR_CHECK(!out_.committed(), path(), ": write of ", name, " after commit()");
+  validate_name(path(), name);
+  CASTOR_CHECK(std::find(names_.begin(), names_.end(), name) == names_.end(), path(), ": ", name, " written twice");
   names_.push_back(name);
 }
 
 void CheckpointWriter::write_tensor(const std::string& name, const std::vector<int64_t>& shape, const float* data) {
   claim(name);
-  CASTOR_CHECK(!is_meta(name), path_, ": tensor name ", name, " uses the reserved group meta");
+  CASTOR_CHECK(!is_meta(name), path(), ": tensor name ", name, " uses the reserved group meta");
   DatasetOptions d;
   d.deflate_level = deflate_level_;
-  file_.root().write_array<float>(name, shape, data, d);
+  out_.file().root().write_array<float>(name, shape, data, d);
 }
 
 void CheckpointWriter::write_int64(const std::string& name, int64_t value) {
   claim(name);
   const auto [group, attr] = scalar_location(name);
-  file_.root().require_group(group).write_attr_int64(attr, value);
+  out_.file().root().require_group(group).write_attr_int64(attr, value);
 }
 
 void CheckpointWriter::write_double(const std::string& name, double value) {
   claim(name);
   const auto [group, attr] = scalar_location(name);
-  file_.root().require_group(group).write_attr_double(attr, value);
+  out_.file().root().require_group(group).write_attr_double(attr, value);
 }
 
 void CheckpointWriter::write_string(const std::string& name, const std::string& value) {
   claim(name);
   const auto [group, attr] = scalar_location(name);
-  file_.root().require_group(group).write_attr_string(attr, value);
+  out_.file().root().require_group(group).write_attr_string(attr, value);
 }
 
 void CheckpointWriter::write_bytes(const std::string& name, std::span<const uint8_t> bytes) {
   claim(name);
-  file_.root().write_vector<uint8_t>("/meta/" + name, bytes);
+  out_.file().root().write_vector<uint8_t>("/meta/" + name, bytes);
 }
 
 void CheckpointWriter::commit() {
-  CASTOR_CHECK(!committed_, path_, ": commit() called twice");
-  CASTOR_CHECK(file_.open_objects() == 0, path_, ": internal error: ", file_.open_objects(),
-               " HDF5 objects still open at close");
-  file_.close();
-  std::error_code ec;
-  std::filesystem::rename(tmp_path_, path_, ec);
-  CASTOR_CHECK(!ec, path_, ": cannot rename ", tmp_path_, " into place: ", ec.message());
-  committed_ = true;
+  CASTOR_CHECK(!out_.committed(), path(), ": commit() called twice");
+  out_.commit();
 }
 
 // ---------------------------------------------------------------------------- reader

@@ -21,7 +21,7 @@ class CheckpointWriter {
  public:
   // deflate_level 0 = uncompressed tensors (default), 1..9 = shuffle + gzip.
   explicit CheckpointWriter(std::string path, int deflate_level = 0);
-  ~CheckpointWriter();  // without commit(): removes the temporary file
+  ~CheckpointWriter() = default;  // without commit(): out_ removes the temporary file
   CheckpointWriter(const CheckpointWriter&) = delete;
   CheckpointWriter& operator=(const CheckpointWriter&) = delete;
 
@@ -37,17 +37,14 @@ class CheckpointWriter {
   // Closes the file and renames "<path>.tmp" to path. Nothing may be written after.
   void commit();
 
-  const std::string& path() const { return path_; }
+  const std::string& path() const { return out_.path(); }
 
  private:
   void claim(const std::string& name);  // validates and rejects a second write of a name
 
-  std::string path_;
-  std::string tmp_path_;
+  StagedFile out_;  // "<path>.tmp" until commit()
   int deflate_level_;
-  File file_;
   std::vector<std::string> names_;
-  bool committed_ = false;
 };
 
 class CheckpointReader {

@@ -1,6 +1,7 @@
 // RAII HDF5 layer: error conversion (innermost HDF5 message appended), file opening with
 // clear diagnostics for missing / empty / non-HDF5 / truncated files, datasets with
-// optional chunking + shuffle + gzip, hyperslab ranges, scalar and string attributes.
+// optional chunking + shuffle + gzip, hyperslab ranges, scalar and string attributes,
+// and StagedFile's write-to-"<path>.tmp"-then-rename.
 // Files are written with little-endian standard types; memory uses the native ones.
 #include "io/hdf5.h"
 
@@ -672,6 +673,32 @@ void File::close() {
   CASTOR_H5_CHECK(H5Fget_intent(id(), &intent), path_, ": close");
   if (intent & H5F_ACC_RDWR) CASTOR_H5_CHECK(H5Fflush(id(), H5F_SCOPE_LOCAL), path_, ": flush");
   CASTOR_H5_CHECK(H5Fclose(handle_.release()), path_, ": close");
+}
+
+// ---------------------------------------------------------------------------- StagedFile
+
+StagedFile::StagedFile(std::string path) : path_(std::move(path)), tmp_path_(path_ + ".tmp") {}
+
+StagedFile::~StagedFile() {
+  if (!created_ || committed_) return;
+  file_ = File();
+  std::error_code ec;
+  std::filesystem::remove(tmp_path_, ec);
+}
+
+void StagedFile::create() {
+  file_ = File::create(tmp_path_);
+  created_ = true;
+}
+
+void StagedFile::commit() {
+  CASTOR_CHECK(file_.open_objects() == 0, path_, ": internal error: ", file_.open_objects(),
+               " HDF5 objects still open at close");
+  file_.close();
+  std::error_code ec;
+  std::filesystem::rename(tmp_path_, path_, ec);
+  CASTOR_CHECK(!ec, path_, ": cannot rename ", tmp_path_, " into place: ", ec.message());
+  committed_ = true;
 }
 
 // ---------------------------------------------------------------------------- headers

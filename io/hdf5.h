@@ -1,6 +1,7 @@
 // Thin RAII layer over the HDF5 C API: File, Group, Dataset, scalar and string-list
 // attributes, 1-D / N-D arrays of uint8/uint16/int32/int64/float/double (chunked, with
-// optional shuffle+gzip), and 1-D range (hyperslab) reads, writes and appends.
+// optional shuffle+gzip), 1-D range (hyperslab) reads, writes and appends, and StagedFile
+// (write "<path>.tmp", rename into place on commit).
 // Every negative HDF5 return becomes a one-line castor::Error naming the file and the
 // object, e.g. "x.h5: dataset /text/tokens: H5Dread failed (<innermost HDF5 message>)".
 // HDF5's own error-stack printing is switched off (per thread) before every call.
@@ -275,6 +276,33 @@ class File {
   static File open_existing(const std::string& path, unsigned flags);
   H5Handle handle_;
   std::string path_;
+};
+
+// An HDF5 file written as "<path>.tmp" and renamed to path by commit(), so no half-written
+// file is ever visible under path. Destroyed uncommitted (after a failure, or abandoned),
+// it drops its handle and removes the temporary file; objects opened from file() should be
+// released before that, e.g. by declaring the StagedFile before the members holding them.
+class StagedFile {
+ public:
+  explicit StagedFile(std::string path);  // remembers path; creates nothing yet
+  ~StagedFile();
+  StagedFile(const StagedFile&) = delete;
+  StagedFile& operator=(const StagedFile&) = delete;
+
+  // Creates (truncating) "<path>.tmp".
+  void create();
+  File& file() { return file_; }
+  const std::string& path() const { return path_; }
+  bool committed() const { return committed_; }
+  // Checks that no object is still open, closes the file and renames it to path.
+  void commit();
+
+ private:
+  std::string path_;
+  std::string tmp_path_;
+  File file_;
+  bool created_ = false;
+  bool committed_ = false;
 };
 
 // castor file headers: root attributes castor_format = <format> and schema_version =

@@ -3,7 +3,6 @@
 // the reader validates the header and offsets on open and token ids on every read.
 #include "io/shard.h"
 
-#include <filesystem>
 #include <limits>
 #include <utility>
 
@@ -21,51 +20,34 @@ H5Elem token_elem(int64_t vocab_size) { return vocab_size <= 65536 ? H5Elem::u16
 
 ShardWriter::ShardWriter(std::string path, std::string tokenizer, int64_t vocab_size, int32_t eot_id,
                          ShardWriterOptions opts)
-    : path_(std::move(path)),
-      tmp_path_(path_ + ".tmp"),
+    : out_(std::move(path)),
       tokenizer_(std::move(tokenizer)),
       vocab_size_(vocab_size),
       eot_id_(eot_id),
       opts_(std::move(opts)) {
-  CASTOR_CHECK(!tokenizer_.empty(), path_, ": shard needs a tokenizer name");
-  CASTOR_CHECK(vocab_size_ >= 1 && vocab_size_ <= kMaxVocab, path_, ": vocab_size ", vocab_size_, " outside [1, ",
+  CASTOR_CHECK(!tokenizer_.empty(), out_.path(), ": shard needs a tokenizer name");
+  CASTOR_CHECK(vocab_size_ >= 1 && vocab_size_ <= kMaxVocab, out_.path(), ": vocab_size ", vocab_size_, " outside [1, ",
                kMaxVocab, "]");
-  CASTOR_CHECK(eot_id_ >= 0 && eot_id_ < vocab_size_, path_, ": eot_id ", eot_id_, " outside [0, vocab_size ",
+  CASTOR_CHECK(eot_id_ >= 0 && eot_id_ < vocab_size_, out_.path(), ": eot_id ", eot_id_, " outside [0, vocab_size ",
                vocab_size_, ")");
-  CASTOR_CHECK(opts_.chunk_tokens >= 1, path_, ": chunk_tokens must be >= 1, got ", opts_.chunk_tokens);
-  CASTOR_CHECK(opts_.deflate_level >= 0 && opts_.deflate_level <= 9, path_, ": deflate level must be 0..9, got ",
+  CASTOR_CHECK(opts_.chunk_tokens >= 1, out_.path(), ": chunk_tokens must be >= 1, got ", opts_.chunk_tokens);
+  CASTOR_CHECK(opts_.deflate_level >= 0 && opts_.deflate_level <= 9, out_.path(), ": deflate level must be 0..9, got ",
                opts_.deflate_level);
-  try {
-    file_ = File::create(tmp_path_);
-    DatasetOptions d;
-    d.chunk_rows = opts_.chunk_tokens;
-    d.deflate_level = opts_.deflate_level;
-    d.extendible = true;
-    tokens_ = file_.root().create_dataset("text/tokens", token_elem(vocab_size_), {0}, d);
-  } catch (...) {
-    tokens_ = Dataset();
-    file_ = File();
-    std::error_code ec;
-    std::filesystem::remove(tmp_path_, ec);
-    throw;
-  }
+  out_.create();  // on a throw below, out_ removes the temporary file
+  DatasetOptions d;
+  d.chunk_rows = opts_.chunk_tokens;
+  d.deflate_level = opts_.deflate_level;
+  d.extendible = true;
+  tokens_ = out_.file().root().create_dataset("text/tokens", token_elem(vocab_size_), {0}, d);
   buffer_.reserve(static_cast<size_t>(opts_.chunk_tokens));
 }
 
-ShardWriter::~ShardWriter() {
-  if (closed_) return;
-  tokens_ = Dataset();
-  file_ = File();
-  std::error_code ec;
-  std::filesystem::remove(tmp_path_, ec);
-}
-
 void ShardWriter::add_document(std::span<const int32_t> tokens) {
-  CASTOR_CHECK(!closed_, path_, ": add_document after close()");
+  CASTOR_CHECK(!out_.committed(), path(), ": add_document after close()");
   const int64_t doc = num_documents();
   for (size_t i = 0; i < tokens.size(); ++i) {
     const int32_t id = tokens[i];
-    CASTOR_CHECK(id >= 0 && id < vocab_size_, path_, ": document ", doc, ": token id ", id, " at position ", i,
+    CASTOR_CHECK(id >= 0 && id < vocab_size_, path(), ": document ", doc, ": token id ", id, " at position ", i,
                  " outside [0, vocab_size ", vocab_size_, ")");
   }
   size_t pos = 0;
@@ -87,11 +69,11 @@ void ShardWriter::flush_buffer() {
 }
 
 void ShardWriter::close() {
-  CASTOR_CHECK(!closed_, path_, ": close() called twice");
+  CASTOR_CHECK(!out_.committed(), path(), ": close() called twice");
   flush_buffer();
-  CASTOR_CHECK(tokens_.size() == num_tokens(), path_, ": wrote ", tokens_.size(), " tokens, expected ", num_tokens());
+  CASTOR_CHECK(tokens_.size() == num_tokens(), path(), ": wrote ", tokens_.size(), " tokens, expected ", num_tokens());
   {
-    Group root = file_.root();
+    Group root = out_.file().root();
     DatasetOptions d;
     d.deflate_level = opts_.deflate_level;
     root.write_vector<int64_t>("text/doc_offsets", offsets_, d);
@@ -105,13 +87,7 @@ void ShardWriter::close() {
     meta.write_attr_strings("sources", opts_.sources);
   }
   tokens_ = Dataset();
-  CASTOR_CHECK(file_.open_objects() == 0, path_, ": internal error: ", file_.open_objects(),
-               " HDF5 objects still open at close");
-  file_.close();
-  std::error_code ec;
-  std::filesystem::rename(tmp_path_, path_, ec);
-  CASTOR_CHECK(!ec, path_, ": cannot rename ", tmp_path_, " into place: ", ec.message());
-  closed_ = true;
+  out_.commit();
 }
 
 // ---------------------------------------------------------------------------- ShardReader

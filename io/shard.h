@@ -31,7 +31,7 @@ class ShardWriter {
  public:
   ShardWriter(std::string path, std::string tokenizer, int64_t vocab_size, int32_t eot_id,
               ShardWriterOptions opts = {});
-  ~ShardWriter();  // without close(): discards the temporary file
+  ~ShardWriter() = default;  // without close(): out_ discards the temporary file
   ShardWriter(const ShardWriter&) = delete;
   ShardWriter& operator=(const ShardWriter&) = delete;
 
@@ -40,24 +40,21 @@ class ShardWriter {
   // Writes offsets and counts, closes the file and renames it into place.
   void close();
 
-  const std::string& path() const { return path_; }
+  const std::string& path() const { return out_.path(); }
   int64_t num_documents() const { return static_cast<int64_t>(offsets_.size()) - 1; }
   int64_t num_tokens() const { return offsets_.back(); }
 
  private:
   void flush_buffer();
 
-  std::string path_;
-  std::string tmp_path_;
+  StagedFile out_;  // "<path>.tmp" until close(); declared before tokens_, so destroyed after it
   std::string tokenizer_;
   int64_t vocab_size_;
   int32_t eot_id_;
   ShardWriterOptions opts_;
-  File file_;
   Dataset tokens_;
   std::vector<int32_t> buffer_;
   std::vector<int64_t> offsets_{0};
-  bool closed_ = false;
 };
 
 // Reads one shard. Opening validates the header (format, schema major, tokenizer, vocab,

@@ -4,14 +4,13 @@
 // not depend on the thread count.
 #include "kernels/cpu/elementwise.h"
 
-#include <algorithm>
+#include "kernels/cpu/column_reduce.h"
 
 namespace castor::kernels::cpu {
 
 namespace {
 
 constexpr int64_t kParallelMin = 1 << 15;  // elements below which a loop stays serial
-constexpr int64_t kColBlock = 32;          // columns per task of a column reduction
 
 }  // namespace
 
@@ -50,19 +49,11 @@ Status bias_grad_accumulate(float* dbias, const float* dy, int64_t N, int64_t C)
   if (N < 0 || C < 0) return Status::kInvalidArgument;
   if (N == 0 || C == 0) return Status::kOk;
   if (dbias == nullptr || dy == nullptr) return Status::kInvalidArgument;
-  const int64_t blocks = (C + kColBlock - 1) / kColBlock;
-#pragma omp parallel for schedule(static) if (N * C >= kParallelMin)
-  for (int64_t blk = 0; blk < blocks; ++blk) {
-    const int64_t c0 = blk * kColBlock;
-    const int64_t w = std::min(kColBlock, C - c0);
-    double acc[kColBlock] = {};
-    for (int64_t n = 0; n < N; ++n) {
-      const float* row = dy + n * C + c0;
+  accumulate_columns<1>({dbias}, N, C, N * C >= kParallelMin, [&](int64_t n, int64_t c0, int64_t w, auto& acc) {
+    const float* row = dy + n * C + c0;
 #pragma omp simd
-      for (int64_t j = 0; j < w; ++j) acc[j] += double(row[j]);
-    }
-    for (int64_t j = 0; j < w; ++j) dbias[c0 + j] += float(acc[j]);
-  }
+    for (int64_t j = 0; j < w; ++j) acc[0][j] += double(row[j]);
+  });
   return Status::kOk;
 }
 

@@ -4,15 +4,15 @@
 // so dw and db are bitwise the same whatever the thread count.
 #include "kernels/cpu/norm.h"
 
-#include <algorithm>
 #include <cmath>
+
+#include "kernels/cpu/column_reduce.h"
 
 namespace castor::kernels::cpu {
 
 namespace {
 
 constexpr int64_t kParallelMin = 1 << 14;  // floats below which a loop stays serial
-constexpr int64_t kColBlock = 32;          // columns per parameter-gradient task
 
 bool bad_sizes(int64_t N, int64_t C) { return N < 0 || C <= 0; }
 
@@ -80,28 +80,17 @@ Status layernorm_backward(float* dx, float* dw, float* db, const float* dy, cons
       dxr[c] = r * (dyr[c] * w[c] - mg - xhat * mgx);
     }
   }
-  const int64_t blocks = (C + kColBlock - 1) / kColBlock;
-#pragma omp parallel for schedule(static) if (N * C >= kParallelMin)
-  for (int64_t blk = 0; blk < blocks; ++blk) {
-    const int64_t c0 = blk * kColBlock;
-    const int64_t width = std::min(kColBlock, C - c0);
-    double aw[kColBlock] = {};
-    double ab[kColBlock] = {};
-    for (int64_t n = 0; n < N; ++n) {
-      const float* xr = x + n * C + c0;
-      const float* dyr = dy + n * C + c0;
-      const float m = mean[n], r = rstd[n];
+  // acc[0] gathers dw, acc[1] db (skipped when db is null).
+  accumulate_columns<2>({dw, db}, N, C, N * C >= kParallelMin, [&](int64_t n, int64_t c0, int64_t width, auto& acc) {
+    const float* xr = x + n * C + c0;
+    const float* dyr = dy + n * C + c0;
+    const float m = mean[n], r = rstd[n];
 #pragma omp simd
-      for (int64_t j = 0; j < width; ++j) {
-        aw[j] += double(dyr[j] * ((xr[j] - m) * r));
-        ab[j] += double(dyr[j]);
-      }
+    for (int64_t j = 0; j < width; ++j) {
+      acc[0][j] += double(dyr[j] * ((xr[j] - m) * r));
+      acc[1][j] += double(dyr[j]);
     }
-    for (int64_t j = 0; j < width; ++j) dw[c0 + j] += float(aw[j]);
-    if (db != nullptr) {
-      for (int64_t j = 0; j < width; ++j) db[c0 + j] += float(ab[j]);
-    }
-  }
+  });
   return Status::kOk;
 }
 
@@ -147,21 +136,13 @@ Status rmsnorm_backward(float* dx, float* dw, const float* dy, const float* x, c
       dxr[c] = r * (dyr[c] * w[c] - xhat * mgx);
     }
   }
-  const int64_t blocks = (C + kColBlock - 1) / kColBlock;
-#pragma omp parallel for schedule(static) if (N * C >= kParallelMin)
-  for (int64_t blk = 0; blk < blocks; ++blk) {
-    const int64_t c0 = blk * kColBlock;
-    const int64_t width = std::min(kColBlock, C - c0);
-    double aw[kColBlock] = {};
-    for (int64_t n = 0; n < N; ++n) {
-      const float* xr = x + n * C + c0;
-      const float* dyr = dy + n * C + c0;
-      const float r = rstd[n];
+  accumulate_columns<1>({dw}, N, C, N * C >= kParallelMin, [&](int64_t n, int64_t c0, int64_t width, auto& acc) {
+    const float* xr = x + n * C + c0;
+    const float* dyr = dy + n * C + c0;
+    const float r = rstd[n];
 #pragma omp simd
-      for (int64_t j = 0; j < width; ++j) aw[j] += double(dyr[j] * (xr[j] * r));
-    }
-    for (int64_t j = 0; j < width; ++j) dw[c0 + j] += float(aw[j]);
-  }
+    for (int64_t j = 0; j < width; ++j) acc[0][j] += double(dyr[j] * (xr[j] * r));
+  });
   return Status::kOk;
 }
 

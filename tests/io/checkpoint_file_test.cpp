@@ -4,55 +4,25 @@
 #include "io/checkpoint_file.h"
 
 #include <gtest/gtest.h>
-#include <unistd.h>
 
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
-#include <random>
 #include <string>
 #include <vector>
 
 #include "io/shard.h"
+#include "support/testing.h"
 
 namespace castor::io {
 namespace {
 
 namespace fs = std::filesystem;
+using castor::testing::error_of;
+using castor::testing::TempDirTest;
+using castor::testing::truncated_copy;
 
-class CheckpointFileTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    dir_ = fs::temp_directory_path() /
-           ("castor_ckpt_test_" + std::to_string(::getpid()) + "_" + std::to_string(std::random_device{}()));
-    fs::create_directories(dir_);
-  }
-  void TearDown() override {
-    std::error_code ec;
-    fs::remove_all(dir_, ec);
-  }
-  std::string file(const std::string& name) const { return (dir_ / name).string(); }
-
-  fs::path dir_;
-};
-
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "expected castor::Error, got std::exception: " << e.what();
-    return "";
-  }
-  ADD_FAILURE() << "expected castor::Error, nothing thrown";
-  return "";
-}
-
-#define EXPECT_CONTAINS(haystack, needle)                          \
-  EXPECT_NE(std::string(haystack).find(needle), std::string::npos) \
-      << "message: " << (haystack) << "\nexpected to contain: " << (needle)
+class CheckpointFileTest : public TempDirTest {};
 
 std::vector<float> iota(size_t n, float start) {
   std::vector<float> v(n);
@@ -147,11 +117,11 @@ TEST_F(CheckpointFileTest, NothingAtFinalPathUntilCommit) {
     w.write_int64("train.step", 5);
     EXPECT_FALSE(fs::exists(path));
     EXPECT_TRUE(fs::exists(path + ".tmp"));
-    EXPECT_EQ(latest_checkpoint(dir_.string()), "");  // a .tmp is never a checkpoint
-  }                                                   // not committed
+    EXPECT_EQ(latest_checkpoint(dir_.str()), "");  // a .tmp is never a checkpoint
+  }                                                // not committed
   EXPECT_FALSE(fs::exists(path));
   EXPECT_FALSE(fs::exists(path + ".tmp"));
-  EXPECT_TRUE(fs::is_empty(dir_));
+  EXPECT_TRUE(fs::is_empty(dir_.path()));
 
   CheckpointWriter w(path);
   w.commit();
@@ -217,8 +187,7 @@ TEST_F(CheckpointFileTest, RejectsWrongFilesAndVersions) {
     w.commit();
   }
   const std::string cut = file("cut.h5");
-  fs::copy_file(good, cut);
-  fs::resize_file(cut, fs::file_size(good) / 2);
+  truncated_copy(good, cut);
   EXPECT_CONTAINS(error_of([&] { CheckpointReader r(cut); }), cut + ": cannot open HDF5 file");
 
   const std::string shard = file("shard.h5");
@@ -243,11 +212,11 @@ TEST_F(CheckpointFileTest, RejectsWrongFilesAndVersions) {
 
 TEST_F(CheckpointFileTest, LatestCheckpoint) {
   EXPECT_EQ(latest_checkpoint(file("no-such-dir")), "");
-  EXPECT_EQ(latest_checkpoint(dir_.string()), "");
-  EXPECT_EQ(checkpoint_path(dir_.string(), 1000), file("step_00001000.h5"));
+  EXPECT_EQ(latest_checkpoint(dir_.str()), "");
+  EXPECT_EQ(checkpoint_path(dir_.str(), 1000), file("step_00001000.h5"));
   EXPECT_EQ(checkpoint_path("runs/a", 123456789), "runs/a/step_123456789.h5");
   for (int64_t step : {10, 200, 30}) {
-    CheckpointWriter w(checkpoint_path(dir_.string(), step));
+    CheckpointWriter w(checkpoint_path(dir_.str(), step));
     w.write_int64("train.step", step);
     w.commit();
   }
@@ -256,7 +225,7 @@ TEST_F(CheckpointFileTest, LatestCheckpoint) {
   std::ofstream(file("step_abc.h5")) << "x";
   std::ofstream(file("other.h5")) << "x";
   fs::create_directory(file("step_00005000.h5"));  // a directory is not a checkpoint
-  const std::string latest = latest_checkpoint(dir_.string());
+  const std::string latest = latest_checkpoint(dir_.str());
   EXPECT_EQ(latest, file("step_00000200.h5"));
   EXPECT_EQ(CheckpointReader(latest).read_int64("train.step"), 200);
   std::ofstream(file("x")) << "x";

@@ -4,54 +4,22 @@
 #include "io/hdf5.h"
 
 #include <gtest/gtest.h>
-#include <unistd.h>
 
 #include <cstdint>
-#include <filesystem>
 #include <fstream>
-#include <random>
 #include <string>
 #include <vector>
+
+#include "support/testing.h"
 
 namespace castor::io {
 namespace {
 
-namespace fs = std::filesystem;
+using castor::testing::error_of;
+using castor::testing::TempDirTest;
+using castor::testing::truncated_copy;
 
-class Hdf5Test : public ::testing::Test {
- protected:
-  void SetUp() override {
-    dir_ = fs::temp_directory_path() /
-           ("castor_hdf5_test_" + std::to_string(::getpid()) + "_" + std::to_string(std::random_device{}()));
-    fs::create_directories(dir_);
-  }
-  void TearDown() override {
-    std::error_code ec;
-    fs::remove_all(dir_, ec);
-  }
-  std::string file(const std::string& name) const { return (dir_ / name).string(); }
-
-  fs::path dir_;
-};
-
-// Runs f and returns the message of the castor::Error it throws ("" and a failure if none).
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "expected castor::Error, got std::exception: " << e.what();
-    return "";
-  }
-  ADD_FAILURE() << "expected castor::Error, nothing thrown";
-  return "";
-}
-
-#define EXPECT_CONTAINS(haystack, needle)                          \
-  EXPECT_NE(std::string(haystack).find(needle), std::string::npos) \
-      << "message: " << (haystack) << "\nexpected to contain: " << (needle)
+class Hdf5Test : public TempDirTest {};
 
 template <typename T>
 void round_trip_1d(Group& root, const std::string& name, H5Elem elem, std::vector<T> v) {
@@ -343,7 +311,7 @@ TEST_F(Hdf5Test, GarbageFilesThrowNamingThePath) {
   std::ofstream(text) << "In the beginning God created the heaven and the earth.\n";
   EXPECT_EQ(error_of([&] { File::open_read(text); }), text + ": not an HDF5 file (no HDF5 signature)");
 
-  EXPECT_CONTAINS(error_of([&] { File::open_read(dir_.string()); }), "is a directory");
+  EXPECT_CONTAINS(error_of([&] { File::open_read(dir_.str()); }), "is a directory");
 
   // A valid file cut at half its size.
   const std::string good = file("good.h5");
@@ -354,8 +322,7 @@ TEST_F(Hdf5Test, GarbageFilesThrowNamingThePath) {
     f.close();
   }
   const std::string cut = file("cut.h5");
-  fs::copy_file(good, cut);
-  fs::resize_file(cut, fs::file_size(good) / 2);
+  truncated_copy(good, cut);
   const std::string msg = error_of([&] { File::open_read(cut); });
   EXPECT_CONTAINS(msg, cut + ": cannot open HDF5 file");
   EXPECT_CONTAINS(msg, "truncated");

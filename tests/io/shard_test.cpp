@@ -4,7 +4,6 @@
 #include "io/shard.h"
 
 #include <gtest/gtest.h>
-#include <unistd.h>
 
 #include <cstdint>
 #include <filesystem>
@@ -15,44 +14,17 @@
 #include <thread>
 #include <vector>
 
+#include "support/testing.h"
+
 namespace castor::io {
 namespace {
 
 namespace fs = std::filesystem;
+using castor::testing::error_of;
+using castor::testing::TempDirTest;
+using castor::testing::truncated_copy;
 
-class ShardTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    dir_ = fs::temp_directory_path() /
-           ("castor_shard_test_" + std::to_string(::getpid()) + "_" + std::to_string(std::random_device{}()));
-    fs::create_directories(dir_);
-  }
-  void TearDown() override {
-    std::error_code ec;
-    fs::remove_all(dir_, ec);
-  }
-  std::string file(const std::string& name) const { return (dir_ / name).string(); }
-
-  fs::path dir_;
-};
-
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "expected castor::Error, got std::exception: " << e.what();
-    return "";
-  }
-  ADD_FAILURE() << "expected castor::Error, nothing thrown";
-  return "";
-}
-
-#define EXPECT_CONTAINS(haystack, needle)                          \
-  EXPECT_NE(std::string(haystack).find(needle), std::string::npos) \
-      << "message: " << (haystack) << "\nexpected to contain: " << (needle)
+class ShardTest : public TempDirTest {};
 
 // Deterministic documents of varying length (some empty) with ids below vocab.
 std::vector<std::vector<int32_t>> make_docs(int n, int64_t vocab, uint32_t seed) {
@@ -250,8 +222,7 @@ TEST_F(ShardTest, GarbageFilesThrowNamingTheFile) {
   const std::string good = file("good.h5");
   write_shard(good, make_docs(2000, 50257, 3), 50257, 50256);
   const std::string cut = file("cut.h5");
-  fs::copy_file(good, cut);
-  fs::resize_file(cut, fs::file_size(good) / 2);
+  truncated_copy(good, cut);
   const std::string msg = error_of([&] { ShardReader r(cut); });
   EXPECT_CONTAINS(msg, cut + ": cannot open HDF5 file");
   EXPECT_CONTAINS(msg, "truncated");

@@ -5,7 +5,6 @@
 #include "io/tokenizer.h"
 
 #include <gtest/gtest.h>
-#include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
@@ -18,12 +17,15 @@
 
 #include "core/error.h"
 #include "io/json_lite.h"
+#include "support/testing.h"
 
 namespace castor::io {
 namespace {
 
 namespace fs = std::filesystem;
 using Ids = std::vector<int32_t>;
+using castor::testing::error_of;
+using castor::testing::TempDir;
 
 const Tokenizer& gpt2() {
   static const std::unique_ptr<Tokenizer> tok = make_tokenizer("gpt2", default_data_dir());
@@ -36,34 +38,9 @@ std::vector<std::string> split(std::string_view text) {
   return out;
 }
 
-// The message of the castor::Error thrown by f, or "" if none.
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
-
-// A fresh folder under the temp dir, removed at the end of the test.
-class TempDir {
- public:
-  TempDir() {
-    path_ = fs::temp_directory_path() / ("castor_tok_" + std::to_string(::getpid()) + "_" + std::to_string(counter_++));
-    fs::remove_all(path_);
-    fs::create_directories(path_ / "gpt2");
-  }
-  ~TempDir() { fs::remove_all(path_); }
-  std::string str() const { return path_.string(); }
-  void write(const std::string& rel, const std::string& text) const {
-    std::ofstream(path_ / rel, std::ios::binary) << text;
-  }
-
- private:
-  static inline int counter_ = 0;
-  fs::path path_;
+// A TempDir holding an empty gpt2/ folder, the layout make_tokenizer reads.
+struct TokenizerDir : TempDir {
+  TokenizerDir() : TempDir("castor_tok") { fs::create_directories(path() / "gpt2"); }
 };
 
 std::string slurp(const fs::path& p) {
@@ -276,7 +253,7 @@ TEST(Tokenizer, UnknownNameListsValidOnes) {
 }
 
 TEST(Tokenizer, MissingFilesNameThePath) {
-  TempDir dir;
+  TokenizerDir dir;
   std::string msg = error_of([&] { make_tokenizer("gpt2", dir.str()); });
   EXPECT_NE(msg.find(dir.str() + "/gpt2/encoder.json"), std::string::npos) << msg;
   msg = error_of([] { make_tokenizer("gpt2", "/nonexistent/castor"); });
@@ -291,14 +268,14 @@ TEST(Tokenizer, CorruptEncoderJson) {
   const std::string bad[] = {
       "garbage", "", "{\"a\": 1", "{\"a\": 1.5}", "{\"a\": \"x\"}", "{\"a\": 0} extra", "{\"a\\q\": 0}", "[1, 2]"};
   for (const std::string& text : bad) {
-    TempDir dir;
+    TokenizerDir dir;
     dir.write("gpt2/encoder.json", text);
     dir.write("gpt2/vocab.bpe", "#version: 0.2\n");
     std::string msg = error_of([&] { make_tokenizer("gpt2", dir.str()); });
     EXPECT_NE(msg.find(dir.str() + "/gpt2/encoder.json"), std::string::npos) << text << " -> " << msg;
   }
   // Valid JSON, but not a GPT-2 vocabulary (no byte tokens, no <|endoftext|>).
-  TempDir dir;
+  TokenizerDir dir;
   dir.write("gpt2/encoder.json", "{\"a\": 0, \"b\": 1}");
   dir.write("gpt2/vocab.bpe", "#version: 0.2\n");
   std::string msg = error_of([&] { make_tokenizer("gpt2", dir.str()); });
@@ -310,7 +287,7 @@ TEST(Tokenizer, MalformedMergesLine) {
   const std::string bad[] = {"#version: 0.2\n\xc4\xa0 t\nnospace\n", "#version: 0.2\n\xc4\xa0 t\na b c\n",
                              "#version: 0.2\n\xc4\xa0 t\nzzzzqqq xxxxyy\n", "#version: 0.2\n\xc4\xa0 t\n\xc4\xa0 t\n"};
   for (const std::string& merges : bad) {
-    TempDir dir;
+    TokenizerDir dir;
     dir.write("gpt2/encoder.json", encoder);
     dir.write("gpt2/vocab.bpe", merges);
     std::string msg = error_of([&] { make_tokenizer("gpt2", dir.str()); });
