@@ -61,7 +61,9 @@ log="$(mktemp)"
 results="$(mktemp)"
 trap 'rm -f "$log" "$results"' EXIT
 
-echo "dense-s benchmark, $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores ($(lscpu | sed -n 's/^Model name: *//p')), threads $threads, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+cpu="$(lscpu | sed -n 's/^Model name: *//p')"
+echo "dense-s benchmark, $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores ($cpu), threads $threads," \
+  "load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
 
 if [[ $memory -eq 1 ]]; then
@@ -86,7 +88,8 @@ field() { tr ' ' '\n' <<<"$1" | awk -F= -v k="$2" '$1 == k { print $2 }'; }
 # Median over rounds of key for impl, from the collected RESULT lines.
 med() {
   grep "^RESULT impl=$1 " "$results" | while read -r line; do field "$line" "$2"; done | sort -g |
-    awk '{ v[NR] = $1 } END { if (NR == 0) print "nan"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+    awk '{ v[NR] = $1 }
+         END { if (NR == 0) print "nan"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
 
 for ((r = 1; r <= rounds; ++r)); do
@@ -106,9 +109,11 @@ done
 
 echo "Finished $(date -u '+%Y-%m-%d %H:%M UTC'), load average $(cut -d' ' -f1-3 /proc/loadavg)."
 if [[ $peak == 0 ]]; then
-  echo "MFU reference for both: castor's SGEMM peak measured in the same round (768^3, best of 5), median $(med castor ref_gflops) GFLOP/s."
+  echo "MFU reference for both: castor's SGEMM peak measured in the same round (768^3, best of 5)," \
+    "median $(med castor ref_gflops) GFLOP/s."
 else
-  echo "MFU reference for both: --peak-gflops $peak; castor's measured SGEMM peak was median $(med castor sgemm_gflops) GFLOP/s."
+  echo "MFU reference for both: --peak-gflops $peak; castor's measured SGEMM peak was" \
+    "median $(med castor sgemm_gflops) GFLOP/s."
 fi
 [[ $torch -eq 1 ]] && echo "torch.mm on the same shape: median $(med pytorch sgemm_gflops) GFLOP/s (shown only)."
 echo "Per run: tokens/s, ms/step and phases are medians over $steps timed steps, 'best' the fastest step;"

@@ -42,8 +42,9 @@ struct BenchOptions {
   int64_t steps = 20;  // timed steps
   int64_t warmup = 3;  // untimed steps first (page faults, thread pool start-up)
   int threads = 2;
-  int64_t rss_every = 0;  // print RSS every K steps (0: never)
-  std::string rss_at;     // comma-separated step numbers to print RSS at, e.g. 10,100,500,1000
+  int64_t rss_every = 0;        // print RSS every K steps (0: never)
+  std::string rss_at;           // comma-separated step numbers to print RSS at, e.g. 10,100,500,1000
+  std::set<int64_t> rss_steps;  // rss_at parsed
   std::string family = "gpt2";
   bool kernels = false;    // also time the fused head and attention kernels on their own
   int peak_reps = 5;       // calls of measure_sgemm_peak; the best is the MFU reference
@@ -105,21 +106,22 @@ std::set<int64_t> parse_step_list(const std::string& s) {
 bool parse_options(int argc, char** argv, BenchOptions& o) {
   po::options_description desc(
       "castor_bench_dense_s: training-step throughput of the dense-s model (batch 4 x 256, fp32)");
-  desc.add_options()("help,h", "print this help and exit")("steps", po::value(&o.steps)->default_value(o.steps),
-                                                           "timed training steps")(
-      "warmup", po::value(&o.warmup)->default_value(o.warmup), "untimed steps before the timed ones")(
-      "threads", po::value(&o.threads)->default_value(o.threads), "OpenMP/OpenBLAS threads")(
-      "rss-every", po::value(&o.rss_every)->default_value(o.rss_every),
-      "print current and peak RSS every K steps (0: never)")(
-      "rss-at", po::value(&o.rss_at)->default_value(o.rss_at),
-      "comma-separated steps (counting warmup) to print RSS at, e.g. 10,100,500,1000")(
-      "family", po::value(&o.family)->default_value(o.family), "gpt2 (the dense-s config) or llama (same sizes)")(
-      "kernels", po::bool_switch(&o.kernels), "also time the fused LM head and attention kernels alone")(
-      "peak-reps", po::value(&o.peak_reps)->default_value(o.peak_reps),
-      "calls of measure_sgemm_peak (3 timed products each); the best is the MFU reference")(
-      "peak-gflops", po::value(&o.peak_gflops)->default_value(o.peak_gflops),
-      "fixed MFU reference in GFLOP/s (e.g. a quiet-machine SGEMM rate); 0: the measured SGEMM peak")(
-      "seed", po::value(&o.seed)->default_value(o.seed), "parameter init and token seed");
+  auto add = desc.add_options();
+  add("help,h", "print this help and exit");
+  add("steps", po::value(&o.steps)->default_value(o.steps), "timed training steps");
+  add("warmup", po::value(&o.warmup)->default_value(o.warmup), "untimed steps before the timed ones");
+  add("threads", po::value(&o.threads)->default_value(o.threads), "OpenMP/OpenBLAS threads");
+  add("rss-every", po::value(&o.rss_every)->default_value(o.rss_every),
+      "print current and peak RSS every K steps (0: never)");
+  add("rss-at", po::value(&o.rss_at)->default_value(o.rss_at),
+      "comma-separated steps (counting warmup) to print RSS at, e.g. 10,100,500,1000");
+  add("family", po::value(&o.family)->default_value(o.family), "gpt2 (the dense-s config) or llama (same sizes)");
+  add("kernels", po::bool_switch(&o.kernels), "also time the fused LM head and attention kernels alone");
+  add("peak-reps", po::value(&o.peak_reps)->default_value(o.peak_reps),
+      "calls of measure_sgemm_peak (3 timed products each); the best is the MFU reference");
+  add("peak-gflops", po::value(&o.peak_gflops)->default_value(o.peak_gflops),
+      "fixed MFU reference in GFLOP/s (e.g. a quiet-machine SGEMM rate); 0: the measured SGEMM peak");
+  add("seed", po::value(&o.seed)->default_value(o.seed), "parameter init and token seed");
   po::variables_map vm;
   po::store(po::parse_command_line(argc, argv, desc), vm);
   if (vm.count("help")) {
@@ -133,6 +135,8 @@ bool parse_options(int argc, char** argv, BenchOptions& o) {
   CASTOR_CHECK(o.peak_reps > 0, "--peak-reps must be positive (got ", o.peak_reps, ")");
   CASTOR_CHECK(o.peak_gflops >= 0, "--peak-gflops must be >= 0 (got ", o.peak_gflops, ")");
   CASTOR_CHECK(o.rss_every >= 0, "--rss-every must be >= 0 (got ", o.rss_every, ")");
+  o.rss_steps = parse_step_list(o.rss_at);
+  castor::parse_family(o.family);  // throws on an unknown family before anything is built
   return true;
 }
 
@@ -262,7 +266,6 @@ int run(const BenchOptions& o) {
     }
   }
 
-  const std::set<int64_t> rss_at = parse_step_list(o.rss_at);
   const float grad_scale = 1.0f / float(B * T);
   const int64_t total = o.warmup + o.steps;
   std::vector<double> t_zero, t_fwd, t_bwd, t_opt, t_step;
@@ -296,7 +299,7 @@ int run(const BenchOptions& o) {
       t_step.push_back(ms(t0, t4));
     }
     const int64_t done = step + 1;
-    if ((o.rss_every > 0 && done % o.rss_every == 0) || rss_at.count(done)) {
+    if ((o.rss_every > 0 && done % o.rss_every == 0) || o.rss_steps.count(done)) {
       std::printf("step %6lld | loss %.4f | %.0f ms | RSS %.1f MiB | peak RSS %.1f MiB | backend allocated %.1f MiB\n",
                   static_cast<long long>(done), loss, ms_since(t0), double(current_rss_bytes()) / kMiB,
                   double(castor::launch::peak_rss_bytes()) / kMiB, double(backend->allocated_bytes()) / kMiB);
