@@ -166,8 +166,9 @@ void time_kernels(const castor::ModelConfig& mc, uint64_t seed, double fwd_ms, d
   for (auto& v : w) v = 0.02f * normal(rng);
   std::vector<int32_t> targets(static_cast<size_t>(N));
   for (auto& t : targets) t = token(rng);
-  // Same rule as core/model.cpp (bounded logits scratch).
-  const int64_t chunk = std::clamp<int64_t>((int64_t(16) << 20) / V, 1, std::min<int64_t>(N, 512));
+  // A copy of core/model.cpp's rule (scratch of at most 32M floats, at most 512 rows);
+  // Transformer does not expose its chunk, so keep the two in step by hand.
+  const int64_t chunk = std::clamp<int64_t>((int64_t(32) << 20) / V, 1, std::min<int64_t>(N, 512));
   std::vector<float> scratch(kc::lm_head_xent_scratch_floats(chunk, V));
   kc::XentResult r;
   const double head_train = time_ms(3, [&] {

@@ -41,14 +41,15 @@ with tempdir() as tmp:
 
     out = run(["train", "--config", os.path.join(os.path.dirname(__file__), "..", "..", "examples", "kjv-small.ini"),
                "--data.train", train, "--data.val", val, "--train.steps", str(STEPS),
-               "--train.eval_every", "0", "--train.threads", "2", "--train.log_every", "25"])
+               "--train.eval_every", "0", "--train.threads", "2", "--train.log_every", "10"])
     print(out.stdout)
     val_loss = float(re.findall(r"final val loss (\S+)", out.stdout)[-1].rstrip(","))
     losses = [float(x) for x in re.findall(r"\| loss (\S+)", out.stdout)]
     print(f"unigram entropy of the training stream: {unigram_entropy:.4f} nats")
     print(f"unigram baseline on the held-out books: {unigram_val:.4f} nats")
     print(f"castor validation loss after {STEPS} steps: {val_loss:.4f} nats")
-    check(losses[-1] < losses[0] - 2.0, f"training loss falls: {losses[0]:.3f} -> {losses[-1]:.3f}")
+    check(losses[-1] < losses[0] - 3.0, f"training loss falls: step 10 {losses[0]:.3f} -> step {STEPS} "
+                                        f"{losses[-1]:.3f}")
     check(val_loss < unigram_val - 1.0, f"val loss {val_loss:.3f} is well below (>1 nat) the unigram baseline "
                                         f"{unigram_val:.3f}")
 
