@@ -154,7 +154,7 @@ double time_ms(int reps, Fn&& fn) {
 }
 
 // The two kernels that dominate or are new: the fused head (3 GEMMs of N x C x V plus
-// softmax) with the chunk size core/model.cpp picks, and causal attention fwd/bwd.
+// softmax) with the chunk size the model picks, and causal attention fwd/bwd.
 // fwd_ms/bwd_ms: the step's phase medians, to split them into head and blocks.
 void time_kernels(const castor::ModelConfig& mc, uint64_t seed, double fwd_ms, double bwd_ms) {
   const int64_t N = kBatch * kSeq, C = mc.d_model, V = mc.vocab_size;
@@ -166,9 +166,7 @@ void time_kernels(const castor::ModelConfig& mc, uint64_t seed, double fwd_ms, d
   for (auto& v : w) v = 0.02f * normal(rng);
   std::vector<int32_t> targets(static_cast<size_t>(N));
   for (auto& t : targets) t = token(rng);
-  // A copy of core/model.cpp's rule (scratch of at most 32M floats, at most 512 rows);
-  // Transformer does not expose its chunk, so keep the two in step by hand.
-  const int64_t chunk = std::clamp<int64_t>((int64_t(32) << 20) / V, 1, std::min<int64_t>(N, 512));
+  const int64_t chunk = castor::Transformer::head_chunk_rows(N, V);  // the model's own choice
   std::vector<float> scratch(kc::lm_head_xent_scratch_floats(chunk, V));
   kc::XentResult r;
   const double head_train = time_ms(3, [&] {

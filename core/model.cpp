@@ -29,9 +29,13 @@ Transformer::Transformer(const ModelConfig& cfg, ParamStore& store, Backend& bac
   head_ = cfg.tied_embeddings() ? wte_ : store.add("lm_head.weight", {V, C}, Init::normal(cfg.init_std), true);
   emb_ = Buffer(backend, size_t(rows * C) * sizeof(float));
   dhidden_ = Buffer(backend, size_t(rows * C) * sizeof(float));
-  // Chunk of rows for the fused head: 512 rows measured best (bench/NOTES.md), scratch <= 128 MB.
-  head_chunk_ = std::clamp<int64_t>((int64_t(32) << 20) / std::max<int64_t>(V, 1), 1, std::min<int64_t>(rows, 512));
+  head_chunk_ = head_chunk_rows(rows, V);
   head_scratch_ = Buffer(backend, kc::lm_head_xent_scratch_floats(head_chunk_, V) * sizeof(float));
+}
+
+int64_t Transformer::head_chunk_rows(int64_t rows, int64_t vocab_size) {
+  // 512 rows measured best (bench/NOTES.md); scratch capped at 32M floats (128 MB).
+  return std::clamp<int64_t>((int64_t(32) << 20) / std::max<int64_t>(vocab_size, 1), 1, std::min<int64_t>(rows, 512));
 }
 
 Tensor Transformer::trunk_forward(const nn::Pass& pass, const int32_t* ids) {

@@ -30,6 +30,8 @@ class Transformer {
   void last_logits(const int32_t* ids, int64_t B, int64_t T, float* logits);
 
   const ModelConfig& config() const { return cfg_; }
+  // Rows per chunk of the fused LM head for a batch of `rows` rows (bench/NOTES.md).
+  static int64_t head_chunk_rows(int64_t rows, int64_t vocab_size);
 
  private:
   Tensor trunk_forward(const nn::Pass& pass, const int32_t* ids);
