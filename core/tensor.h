@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <initializer_list>
 #include <string>
+#include <vector>
 
 #include "core/dtype.h"
 #include "core/error.h"
@@ -38,6 +39,7 @@ class Shape {
       if (dims_[i] != o.dims_[i]) return false;
     return true;
   }
+  std::vector<int64_t> dims() const { return {dims_.begin(), dims_.begin() + rank_}; }
   std::string str() const {
     std::string s = "(";
     for (int i = 0; i < rank_; ++i) s += (i ? ", " : "") + std::to_string(dims_[i]);

@@ -8,16 +8,6 @@
 #include "io/checkpoint_file.h"
 
 namespace castor::io {
-namespace {
-
-std::vector<int64_t> dims(const Shape& s) {
-  std::vector<int64_t> d;
-  for (int i = 0; i < s.rank(); ++i) d.push_back(s[i]);
-  return d;
-}
-
-
-}  // namespace
 
 void write_model_config(CheckpointWriter& w, const ModelConfig& m) {
   w.write_string("model.family", family_name(m.family));
@@ -42,10 +32,10 @@ void save_checkpoint(const std::string& path, const ModelConfig& model, const Pa
   w.write_int64("loader.epoch", state.cursor.epoch);
   w.write_int64("loader.index", state.cursor.index);
   for (const Param& p : store.params()) {
-    w.write_tensor("model/" + p.name, dims(p.shape), p.w);
+    w.write_tensor("model/" + p.name, p.shape.dims(), p.w);
     if (optim) {
-      w.write_tensor("optim/exp_avg/" + p.name, dims(p.shape), optim->exp_avg() + p.offset);
-      w.write_tensor("optim/exp_avg_sq/" + p.name, dims(p.shape), optim->exp_avg_sq() + p.offset);
+      w.write_tensor("optim/exp_avg/" + p.name, p.shape.dims(), optim->exp_avg() + p.offset);
+      w.write_tensor("optim/exp_avg_sq/" + p.name, p.shape.dims(), optim->exp_avg_sq() + p.offset);
     }
   }
   if (optim) w.write_int64("optim.step", optim->steps_taken());
@@ -90,10 +80,10 @@ void load_checkpoint(const std::string& path, const ModelConfig& model, ParamSto
   same("max_seq_len", saved.max_seq_len, model.max_seq_len);
   CheckpointReader r(path);
   for (Param& p : store.params()) {
-    r.read_tensor("model/" + p.name, dims(p.shape), p.w);
+    r.read_tensor("model/" + p.name, p.shape.dims(), p.w);
     if (optim) {
-      r.read_tensor("optim/exp_avg/" + p.name, dims(p.shape), optim->exp_avg() + p.offset);
-      r.read_tensor("optim/exp_avg_sq/" + p.name, dims(p.shape), optim->exp_avg_sq() + p.offset);
+      r.read_tensor("optim/exp_avg/" + p.name, p.shape.dims(), optim->exp_avg() + p.offset);
+      r.read_tensor("optim/exp_avg_sq/" + p.name, p.shape.dims(), optim->exp_avg_sq() + p.offset);
     }
   }
   if (optim) optim->set_steps_taken(r.read_int64("optim.step"));

@@ -14,16 +14,6 @@
 
 using namespace castor;
 
-namespace {
-
-std::vector<int64_t> dims(const Shape& s) {
-  std::vector<int64_t> d;
-  for (int i = 0; i < s.rank(); ++i) d.push_back(s[i]);
-  return d;
-}
-
-}  // namespace
-
 int main(int argc, char** argv) {
   std::string family = "gpt2", out;
   int64_t steps = 5;
@@ -88,7 +78,7 @@ int main(int argc, char** argv) {
     w.write_tensor("batch/ids", {B, T}, fids.data());
     w.write_tensor("batch/targets", {B, T}, ftargets.data());
     for (const Param& p : store.params()) {
-      w.write_tensor("model/" + p.name, dims(p.shape), p.w);
+      w.write_tensor("model/" + p.name, p.shape.dims(), p.w);
       w.write_int64("decay/" + p.name, p.decay ? 1 : 0);
     }
 
@@ -102,7 +92,7 @@ int main(int argc, char** argv) {
       model.backward();
       losses.push_back(float(r.loss_sum / double(r.count)));
       if (step == 0)
-        for (const Param& p : store.params()) w.write_tensor("grad/" + p.name, dims(p.shape), p.g);
+        for (const Param& p : store.params()) w.write_tensor("grad/" + p.name, p.shape.dims(), p.g);
       optim.step(learning_rate(oc, step, steps), optim.grad_norm());
     }
     w.write_tensor("losses", {steps}, losses.data());
