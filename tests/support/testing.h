@@ -71,6 +71,20 @@ class TempDirTest : public ::testing::Test {
  protected:
   std::string file(const std::string& name) const { return dir_.file(name); }
 
+  // A reader (open(path) constructs it) must reject a missing file, an empty file and a
+  // text file, each with an error that starts with the path.
+  template <typename Open>
+  void expect_rejects_non_hdf5(Open open) {
+    const std::string missing = file("missing.h5");
+    EXPECT_EQ(error_of([&] { open(missing); }), missing + ": no such file");
+    const std::string empty = file("empty.h5");
+    std::ofstream(empty).close();
+    EXPECT_CONTAINS(error_of([&] { open(empty); }), empty + ": empty file");
+    const std::string text = file("text.h5");
+    std::ofstream(text) << "And God said, Let there be light: and there was light.\n";
+    EXPECT_CONTAINS(error_of([&] { open(text); }), text + ": not an HDF5 file");
+  }
+
   TempDir dir_;
 };
 
