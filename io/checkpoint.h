@@ -10,7 +10,7 @@
 #include "core/optimizer.h"
 #include "core/param.h"
 #include "io/checkpoint_file.h"  // checkpoint_path, latest_checkpoint
-#include "io/text_loader.h"
+#include "io/loader.h"  // LoaderCursor
 
 namespace castor::io {
 

@@ -65,12 +65,28 @@ hid_t mem_type(H5Elem e) {
       return H5T_NATIVE_INT32;
     case H5Elem::i64:
       return H5T_NATIVE_INT64;
+    case H5Elem::f16:  // no native half: memory buffers of f16 datasets are float
     case H5Elem::f32:
       return H5T_NATIVE_FLOAT;
     case H5Elem::f64:
       return H5T_NATIVE_DOUBLE;
   }
   return H5I_INVALID_HID;
+}
+
+// IEEE 754 binary16, little-endian: HDF5 has no predefined half type. Built once and
+// never modified or closed (h5py reads it as numpy float16).
+hid_t ieee_f16le() {
+  static const hid_t type = [] {
+    hid_t t = H5Tcopy(H5T_IEEE_F32LE);
+    H5Tset_fields(t, 15, 10, 5, 0, 10);
+    H5Tset_size(t, 2);
+    H5Tset_ebias(t, 15);
+    H5Tset_precision(t, 16);
+    H5Tlock(t);
+    return t;
+  }();
+  return type;
 }
 
 hid_t file_type(H5Elem e) {
@@ -83,6 +99,8 @@ hid_t file_type(H5Elem e) {
       return H5T_STD_I32LE;
     case H5Elem::i64:
       return H5T_STD_I64LE;
+    case H5Elem::f16:
+      return ieee_f16le();
     case H5Elem::f32:
       return H5T_IEEE_F32LE;
     case H5Elem::f64:
@@ -101,6 +119,8 @@ size_t elem_size(H5Elem e) {
       return 4;
     case H5Elem::i64:
       return 8;
+    case H5Elem::f16:
+      return 2;
     case H5Elem::f32:
       return 4;
     case H5Elem::f64:
@@ -212,6 +232,8 @@ const char* h5_elem_name(H5Elem e) {
       return "int32";
     case H5Elem::i64:
       return "int64";
+    case H5Elem::f16:
+      return "float16";
     case H5Elem::f32:
       return "float32";
     case H5Elem::f64:
@@ -412,6 +434,7 @@ H5Elem Dataset::elem() const {
     if (is_signed && size == 4) return H5Elem::i32;
     if (is_signed && size == 8) return H5Elem::i64;
   } else if (c == H5T_FLOAT) {
+    if (size == 2) return H5Elem::f16;
     if (size == 4) return H5Elem::f32;
     if (size == 8) return H5Elem::f64;
   }
@@ -456,20 +479,24 @@ void Dataset::range_raw(H5Elem e, int64_t begin, int64_t count, void* out, const
   check_class(e, out != nullptr ? "read" : "write");
   H5Handle fspace(CASTOR_H5_CHECK(H5Dget_space(id()), where()), H5Sclose);
   const int rank = CASTOR_H5_CHECK(H5Sget_simple_extent_ndims(fspace.get()), where());
-  CASTOR_CHECK(rank == 1, where(), ": range access needs a 1-D dataset, this one has rank ", rank);
-  const int64_t n = CASTOR_H5_CHECK(H5Sget_simple_extent_npoints(fspace.get()), where());
-  CASTOR_CHECK(begin >= 0 && count >= 0 && begin <= n && count <= n - begin, where(), ": range [", begin, ", ",
+  CASTOR_CHECK(rank >= 1, where(), ": range access needs an array, this one is a scalar");
+  std::vector<hsize_t> dims(static_cast<size_t>(rank));
+  CASTOR_H5_CHECK(H5Sget_simple_extent_dims(fspace.get(), dims.data(), nullptr), where());
+  const int64_t n = static_cast<int64_t>(dims[0]);
+  CASTOR_CHECK(begin >= 0 && count >= 0 && begin <= n && count <= n - begin, where(), ": rows [", begin, ", ",
                begin + count, ") outside [0, ", n, ")");
   if (count == 0) return;
-  const hsize_t start[1] = {static_cast<hsize_t>(begin)};
-  const hsize_t cnt[1] = {static_cast<hsize_t>(count)};
-  CASTOR_H5_CHECK(H5Sselect_hyperslab(fspace.get(), H5S_SELECT_SET, start, nullptr, cnt, nullptr), where());
-  H5Handle mspace(CASTOR_H5_CHECK(H5Screate_simple(1, cnt, nullptr), where()), H5Sclose);
+  std::vector<hsize_t> start(dims.size(), 0), cnt = dims;
+  start[0] = static_cast<hsize_t>(begin);
+  cnt[0] = static_cast<hsize_t>(count);
+  CASTOR_H5_CHECK(H5Sselect_hyperslab(fspace.get(), H5S_SELECT_SET, start.data(), nullptr, cnt.data(), nullptr),
+                  where());
+  H5Handle mspace(CASTOR_H5_CHECK(H5Screate_simple(rank, cnt.data(), nullptr), where()), H5Sclose);
   if (out != nullptr) {
-    CASTOR_H5_CHECK(H5Dread(id(), mem_type(e), mspace.get(), fspace.get(), H5P_DEFAULT, out), where(), ": range [",
+    CASTOR_H5_CHECK(H5Dread(id(), mem_type(e), mspace.get(), fspace.get(), H5P_DEFAULT, out), where(), ": rows [",
                     begin, ", ", begin + count, ")");
   } else {
-    CASTOR_H5_CHECK(H5Dwrite(id(), mem_type(e), mspace.get(), fspace.get(), H5P_DEFAULT, in), where(), ": range [",
+    CASTOR_H5_CHECK(H5Dwrite(id(), mem_type(e), mspace.get(), fspace.get(), H5P_DEFAULT, in), where(), ": rows [",
                     begin, ", ", begin + count, ")");
   }
 }
@@ -477,13 +504,25 @@ void Dataset::range_raw(H5Elem e, int64_t begin, int64_t count, void* out, const
 void Dataset::resize(int64_t n) {
   H5Handle space(CASTOR_H5_CHECK(H5Dget_space(id()), where()), H5Sclose);
   const int rank = CASTOR_H5_CHECK(H5Sget_simple_extent_ndims(space.get()), where());
-  CASTOR_CHECK(rank == 1, where(), ": resize needs a 1-D dataset, this one has rank ", rank);
-  hsize_t dims[1], maxdims[1];
-  CASTOR_H5_CHECK(H5Sget_simple_extent_dims(space.get(), dims, maxdims), where());
+  CASTOR_CHECK(rank >= 1, where(), ": cannot resize a scalar");
+  std::vector<hsize_t> dims(static_cast<size_t>(rank)), maxdims(static_cast<size_t>(rank));
+  CASTOR_H5_CHECK(H5Sget_simple_extent_dims(space.get(), dims.data(), maxdims.data()), where());
   CASTOR_CHECK(maxdims[0] == H5S_UNLIMITED, where(), ": not extendible (created fixed-size)");
   CASTOR_CHECK(n >= 0, where(), ": negative size ", n);
-  const hsize_t nd[1] = {static_cast<hsize_t>(n)};
-  CASTOR_H5_CHECK(H5Dset_extent(id(), nd), where(), ": resize to ", n);
+  dims[0] = static_cast<hsize_t>(n);
+  CASTOR_H5_CHECK(H5Dset_extent(id(), dims.data()), where(), ": resize to ", n, " rows");
+}
+
+int64_t Dataset::rows() const {
+  const std::vector<int64_t> s = shape();
+  return s.empty() ? 0 : s[0];
+}
+
+int64_t Dataset::row_elems() const {
+  const std::vector<int64_t> s = shape();
+  int64_t n = 1;
+  for (size_t i = 1; i < s.size(); ++i) n *= s[i];
+  return n;
 }
 
 // ---------------------------------------------------------------------------- Group
@@ -539,13 +578,30 @@ Group Group::open_group(const std::string& rel) const {
   return Group(std::move(h), file_, abs);
 }
 
+// Object headers carry no timestamps, so the same content gives byte-identical files.
+// Parents are created one by one with the same property, never implicitly by HDF5.
+void Group::create_parents(const std::string& abs) {
+  const std::vector<std::string> parts = split_path(abs);
+  std::string prefix;
+  for (size_t i = 0; i + 1 < parts.size(); ++i) {
+    prefix += "/" + parts[i];
+    if (CASTOR_H5_CHECK(H5Lexists(id(), prefix.c_str(), H5P_DEFAULT), file_, ": ", prefix) > 0) continue;
+    H5Handle gcpl(CASTOR_H5_CHECK(H5Pcreate(H5P_GROUP_CREATE), file_, ": group ", prefix), H5Pclose);
+    CASTOR_H5_CHECK(H5Pset_obj_track_times(gcpl.get(), 0), file_, ": group ", prefix);
+    H5Handle g(CASTOR_H5_CHECK(H5Gcreate2(id(), prefix.c_str(), H5P_DEFAULT, gcpl.get(), H5P_DEFAULT), file_,
+                               ": group ", prefix),
+               H5Gclose);
+  }
+}
+
 Group Group::create_group(const std::string& rel) {
   const std::string abs = abs_path(rel);
   CASTOR_CHECK(!exists(abs), file_, ": ", abs, " already exists");
-  H5Handle lcpl(CASTOR_H5_CHECK(H5Pcreate(H5P_LINK_CREATE), file_, ": group ", abs), H5Pclose);
-  CASTOR_H5_CHECK(H5Pset_create_intermediate_group(lcpl.get(), 1), file_, ": group ", abs);
+  create_parents(abs);
+  H5Handle gcpl(CASTOR_H5_CHECK(H5Pcreate(H5P_GROUP_CREATE), file_, ": group ", abs), H5Pclose);
+  CASTOR_H5_CHECK(H5Pset_obj_track_times(gcpl.get(), 0), file_, ": group ", abs);
   H5Handle h(
-      CASTOR_H5_CHECK(H5Gcreate2(id(), abs.c_str(), lcpl.get(), H5P_DEFAULT, H5P_DEFAULT), file_, ": group ", abs),
+      CASTOR_H5_CHECK(H5Gcreate2(id(), abs.c_str(), H5P_DEFAULT, gcpl.get(), H5P_DEFAULT), file_, ": group ", abs),
       H5Gclose);
   return Group(std::move(h), file_, abs);
 }
@@ -604,10 +660,10 @@ Dataset Group::create_dataset(const std::string& rel, H5Elem elem, const std::ve
       CASTOR_H5_CHECK(H5Pset_deflate(dcpl.get(), static_cast<unsigned>(opts.deflate_level)), ctx);
     }
   }
-  H5Handle lcpl(CASTOR_H5_CHECK(H5Pcreate(H5P_LINK_CREATE), ctx), H5Pclose);
-  CASTOR_H5_CHECK(H5Pset_create_intermediate_group(lcpl.get(), 1), ctx);
+  CASTOR_H5_CHECK(H5Pset_obj_track_times(dcpl.get(), 0), ctx);
+  create_parents(abs);
   H5Handle h(CASTOR_H5_CHECK(
-                 H5Dcreate2(id(), abs.c_str(), file_type(elem), space.get(), lcpl.get(), dcpl.get(), H5P_DEFAULT), ctx),
+                 H5Dcreate2(id(), abs.c_str(), file_type(elem), space.get(), H5P_DEFAULT, dcpl.get(), H5P_DEFAULT), ctx),
              H5Dclose);
   return Dataset(std::move(h), file_, abs);
 }

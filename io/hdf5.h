@@ -50,9 +50,11 @@ T h5_capture(T result) {
 namespace castor::io {
 
 // Element types of datasets this layer reads and writes.
-enum class H5Elem : uint8_t { u8, u16, i32, i64, f32, f64 };
+// f16 (IEEE half) is a storage type only: datasets stored as f16 are read and written
+// through float buffers, converted by HDF5.
+enum class H5Elem : uint8_t { u8, u16, i32, i64, f16, f32, f64 };
 
-const char* h5_elem_name(H5Elem e);  // "uint8", "uint16", "int32", "int64", "float32", "float64"
+const char* h5_elem_name(H5Elem e);  // "uint8", "uint16", "int32", "int64", "float16", "float32", "float64"
 
 template <typename T>
 constexpr H5Elem h5_elem_of() {
@@ -173,7 +175,8 @@ class Dataset : public H5Object {
     write_raw(h5_elem_of<T>(), data, n);
   }
 
-  // 1-D only: elements [begin, begin + count) via a hyperslab; bounds-checked.
+  // Rows [begin, begin + count) along dim 0 via a hyperslab (for 1-D datasets a row is
+  // one element); bounds-checked; out/data hold count * row_elems() elements.
   template <typename T>
   void read_range(int64_t begin, int64_t count, T* out) const {
     range_raw(h5_elem_of<T>(), begin, count, out, nullptr);
@@ -182,14 +185,16 @@ class Dataset : public H5Object {
   void write_range(int64_t begin, int64_t count, const T* data) {
     range_raw(h5_elem_of<T>(), begin, count, nullptr, data);
   }
-  // 1-D extendible only: grows the dataset by count and writes data at the old end.
+  // Extendible only: grows dim 0 by count rows and writes data at the old end.
   template <typename T>
   void append(const T* data, int64_t count) {
-    const int64_t old = size();
+    const int64_t old = rows();
     resize(old + count);
     write_range(old, count, data);
   }
-  void resize(int64_t n);  // 1-D extendible only
+  void resize(int64_t n);     // extendible only: dim 0 becomes n rows
+  int64_t rows() const;       // extent of dim 0 (0 for a scalar)
+  int64_t row_elems() const;  // product of the other dims (1 for 1-D)
 
  private:
   friend class Group;
@@ -241,6 +246,7 @@ class Group : public H5Object {
   std::string abs_path(const std::string& rel) const;  // joins and normalises "a//b/"
 
  private:
+  void create_parents(const std::string& abs);
   friend class File;
   Group(H5Handle h, std::string file, std::string path)
       : H5Object(std::move(h), std::move(file), std::move(path), "group") {}

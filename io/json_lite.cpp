@@ -3,6 +3,7 @@
 // the byte position as line:column so a corrupt file is easy to find.
 #include "io/json_lite.h"
 
+#include <cstdlib>
 #include <functional>
 #include <limits>
 
@@ -97,37 +98,61 @@ class Parser {
   int peek() const { return i_ < s_.size() ? static_cast<unsigned char>(s_[i_]) : -1; }
 
   // Validates and skips any JSON value.
-  void skip_value(int depth = 0) {
+  void skip_value() { (void)value(0); }
+
+  // Any JSON value, as a tree.
+  JsonValue value(int depth) {
     if (depth > 512) fail("nesting too deep");
     skip_ws();
-    int c = peek();
+    const int c = peek();
+    JsonValue v;
     if (c == '"') {
-      string();
+      v.type = JsonValue::Type::string;
+      v.str = string();
     } else if (c == '{') {
       ++i_;
-      members([&](std::string&&) { skip_value(depth + 1); });
+      v.type = JsonValue::Type::object;
+      members([&](std::string&& key) { v.members.emplace_back(std::move(key), value(depth + 1)); });
     } else if (c == '[') {
       ++i_;
+      v.type = JsonValue::Type::array;
       skip_ws();
       if (peek() == ']') {
         ++i_;
-        return;
+        return v;
       }
       for (;;) {
-        skip_value(depth + 1);
+        v.items.push_back(value(depth + 1));
         skip_ws();
         if (peek() == ',') {
           ++i_;
           continue;
         }
         expect(']');
-        return;
+        return v;
       }
     } else if (c == '-' || (c >= '0' && c <= '9')) {
+      const size_t from = i_;
       number();
-    } else if (!literal("true") && !literal("false") && !literal("null")) {
+      v.type = JsonValue::Type::number;
+      v.num = std::strtod(std::string(s_.substr(from, i_ - from)).c_str(), nullptr);
+    } else if (literal("true")) {
+      v.type = JsonValue::Type::boolean;
+      v.b = true;
+    } else if (literal("false")) {
+      v.type = JsonValue::Type::boolean;
+    } else if (!literal("null")) {
       fail("expected a value");
     }
+    return v;
+  }
+
+  // The whole text as one value; nothing but white space may follow it.
+  JsonValue document() {
+    JsonValue v = value(0);
+    skip_ws();
+    if (i_ != s_.size()) fail("trailing characters after the value");
+    return v;
   }
 
  private:
@@ -250,6 +275,15 @@ class Parser {
 };
 
 }  // namespace
+
+const JsonValue* JsonValue::find(std::string_view key) const {
+  const JsonValue* out = nullptr;
+  for (const auto& [k, v] : members)
+    if (k == key) out = &v;
+  return out;
+}
+
+JsonValue parse_json(std::string_view text, std::string_view what) { return Parser(text, what).document(); }
 
 std::vector<std::pair<std::string, int64_t>> parse_json_int_map(std::string_view text, std::string_view what) {
   std::vector<std::pair<std::string, int64_t>> out;

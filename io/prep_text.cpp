@@ -1,25 +1,14 @@
 // prep text: stream documents from text / JSON lines files, tokenize batches of them in
-// parallel (OpenMP), and append them in input order to shards of bounded size.
-#include "io/prep_text.h"
-
-#include <omp.h>
-#include <unistd.h>
-
-#include <chrono>
-#include <cstdio>
+// parallel, and append them in input order to shards of bounded size (io/prep.h).
 #include <filesystem>
 #include <fstream>
-#include <memory>
 
 #include "core/error.h"
 #include "io/json_lite.h"
-#include "io/shard.h"
-#include "io/tokenizer.h"
+#include "io/prep.h"
 
 namespace castor::io {
 namespace {
-
-using Clock = std::chrono::steady_clock;
 
 // Reads documents one at a time from the configured inputs.
 class DocumentReader {
@@ -39,6 +28,7 @@ class DocumentReader {
     }
   }
   int64_t bytes() const { return bytes_; }
+  int32_t file_index() const { return int32_t(file_); }  // input of the last document
 
  private:
   void open(const std::string& path) {
@@ -100,79 +90,50 @@ class DocumentReader {
   bool jsonl_ = false;
 };
 
-std::string shard_name(const PrepTextConfig& cfg, int64_t index) {
-  char name[64];
-  std::snprintf(name, sizeof(name), "-%05lld.h5", static_cast<long long>(index));
-  return cfg.out_dir + "/" + cfg.prefix + name;
-}
-
 }  // namespace
 
 void PrepTextConfig::validate() const {
   CASTOR_CHECK(!inputs.empty(), "--input: at least one input file is required");
-  CASTOR_CHECK(!out_dir.empty(), "--out: an output directory is required");
+  out.validate();
   CASTOR_CHECK(format == "auto" || format == "text" || format == "jsonl",
                "--format must be auto, text or jsonl (got '", format, "')");
   CASTOR_CHECK(doc_boundary == "blank" || doc_boundary == "line" || doc_boundary == "file",
                "--doc-boundary must be blank, line or file (got '", doc_boundary, "')");
-  CASTOR_CHECK(shard_tokens > 0, "--shard-tokens must be positive (got ", shard_tokens, ")");
-  CASTOR_CHECK(!prefix.empty() && prefix.find('/') == std::string::npos, "--prefix must be a plain file name prefix");
   for (const auto& in : inputs) CASTOR_CHECK(std::filesystem::is_regular_file(in), in, ": no such input file");
 }
 
 PrepStats prep_text(const PrepTextConfig& cfg) {
   cfg.validate();
-  const auto t0 = Clock::now();
-  auto tok = make_tokenizer(cfg.tokenizer, cfg.data_dir.empty() ? default_data_dir() : cfg.data_dir);
-  std::filesystem::create_directories(cfg.out_dir);
+  auto tok = prep_tokenizer(cfg.tokenizer, cfg.data_dir);
+  ShardSink sink(cfg.out, "text", *tok, cfg.inputs);
+  const Split split = parse_split(cfg.out.split);
   DocumentReader reader(cfg);
-  PrepStats stats;
-  std::unique_ptr<ShardWriter> writer;
-  int64_t shard_tokens = 0;
-  const bool tty = isatty(fileno(stderr));
-  auto last_report = Clock::now();
-
-  constexpr size_t kBatch = 1024;
+  constexpr size_t kBatch = 4096;
   std::vector<std::string> docs;
-  std::vector<std::vector<int32_t>> ids;
+  std::vector<int32_t> sources;
   bool more = true;
   while (more) {
     docs.clear();
+    sources.clear();
     std::string doc;
-    while (docs.size() < kBatch && (more = reader.next(doc))) docs.push_back(std::move(doc));
-    ids.assign(docs.size(), {});
-#pragma omp parallel for schedule(dynamic, 16)
-    for (size_t i = 0; i < docs.size(); ++i) ids[i] = tok->encode(docs[i]);
-    for (const auto& d : ids) {
-      if (!writer || shard_tokens >= cfg.shard_tokens) {
-        if (writer) writer->close();
-        writer = std::make_unique<ShardWriter>(shard_name(cfg, stats.shards), tok->name(), tok->vocab_size(),
-                                               tok->eot_id());
-        ++stats.shards;
-        shard_tokens = 0;
-      }
-      writer->add_document(d);
-      shard_tokens += int64_t(d.size());
-      stats.tokens += int64_t(d.size());
-      ++stats.documents;
+    int64_t bytes_before = reader.bytes();
+    while (docs.size() < kBatch && (more = reader.next(doc))) {
+      docs.push_back(std::move(doc));
+      sources.push_back(reader.file_index());
     }
-    const double since = std::chrono::duration<double>(Clock::now() - last_report).count();
-    if (cfg.progress && (tty ? since > 0.2 : since > 5.0)) {
-      const double s = std::chrono::duration<double>(Clock::now() - t0).count();
-      std::fprintf(stderr, tty ? "\rprep text: %lld docs, %lld tokens, %.1f MB read, %.0f tokens/s   "
-                               : "prep text: %lld docs, %lld tokens, %.1f MB read, %.0f tokens/s\n",
-                   static_cast<long long>(stats.documents), static_cast<long long>(stats.tokens),
-                   double(reader.bytes()) / 1e6, double(stats.tokens) / s);
-      last_report = Clock::now();
-    }
+    const int64_t bytes = reader.bytes() - bytes_before;
+    parallel_ordered(
+        int64_t(docs.size()),
+        [&](int64_t i) {
+          DocumentData d;
+          d.segments.push_back(text_segment(*tok, docs[size_t(i)]));
+          d.source = sources[size_t(i)];
+          d.split = split;
+          return d;
+        },
+        [&](int64_t i, DocumentData&& d) { sink.add(d, i == 0 ? bytes : 0); });
   }
-  if (cfg.progress && tty) std::fprintf(stderr, "\n");
-  CASTOR_CHECK(writer != nullptr, "--input: no documents found in ", cfg.inputs.front(),
-               cfg.inputs.size() > 1 ? " and the other inputs" : "");
-  writer->close();
-  stats.bytes = reader.bytes();
-  stats.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
-  return stats;
+  return sink.finish();
 }
 
 }  // namespace castor::io

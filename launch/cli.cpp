@@ -22,7 +22,8 @@ const char* kUsage =
     "\n"
     "Commands:\n"
     "  train       train a model on HDF5 token shards (under mpirun or alone)\n"
-    "  prep text   tokenize plain text / JSON lines into HDF5 token shards\n"
+    "  prep        build HDF5 corpus shards: text, images, audio, mix (castor prep --help)\n"
+    "  data        inspect or verify corpus shards (castor data --help)\n"
     "  tokenize    print the token ids of stdin (or decode ids with --decode)\n";
 
 int dispatch(const std::vector<std::string>& words) {
@@ -34,17 +35,9 @@ int dispatch(const std::vector<std::string>& words) {
   std::vector<std::string> rest(words.begin() + 1, words.end());
   if (cmd == "train") return train_command(rest);
   if (cmd == "tokenize") return tokenize_command(rest);
-  if (cmd == "prep") {
-    if (rest.empty() || rest[0] == "--help" || rest[0] == "-h") {
-      std::fputs("Usage: castor prep text [options]   (castor prep text --help)\n", rest.empty() ? stderr : stdout);
-      return rest.empty() ? 2 : 0;
-    }
-    const std::string sub = rest[0];
-    std::vector<std::string> args(rest.begin() + 1, rest.end());
-    if (sub == "text") return prep_text_command(args);
-    CASTOR_FAIL("unknown prep pipeline '", sub, "' (available: text)");
-  }
-  CASTOR_FAIL("unknown command '", cmd, "' (available: train, prep, tokenize; see castor --help)");
+  if (cmd == "prep") return prep_command(rest);
+  if (cmd == "data") return data_command(rest);
+  CASTOR_FAIL("unknown command '", cmd, "' (available: train, prep, data, tokenize; see castor --help)");
 }
 
 }  // namespace

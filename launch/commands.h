@@ -7,7 +7,8 @@
 namespace castor::launch {
 
 int train_command(const std::vector<std::string>& args);     // launch/train.cpp
-int prep_text_command(const std::vector<std::string>& args); // launch/prep.cpp
+int prep_command(const std::vector<std::string>& args);       // launch/prep.cpp
+int data_command(const std::vector<std::string>& args);       // launch/data.cpp
 int tokenize_command(const std::vector<std::string>& args);  // launch/tokenize.cpp
 
 }  // namespace castor::launch

@@ -1,9 +1,10 @@
-// `castor prep text`: options for the text pipeline of io/prep_text.h, and its summary.
+// `castor prep text|images|audio|mix`: options for the pipelines of io/prep.h (common
+// output options in one place), then the pipeline and its one-line summary.
 #include <boost/program_options.hpp>
 #include <cstdio>
 
 #include "core/error.h"
-#include "io/prep_text.h"
+#include "io/prep.h"
 #include "kernels/cpu/gemm.h"
 #include "launch/commands.h"
 #include "launch/options.h"
@@ -11,39 +12,167 @@
 namespace po = boost::program_options;
 
 namespace castor::launch {
+namespace {
 
-int prep_text_command(const std::vector<std::string>& args) {
-  io::PrepTextConfig cfg;
+const char* kPrepUsage =
+    "Usage: castor prep <pipeline> [options]     (castor prep <pipeline> --help)\n"
+    "\n"
+    "Pipelines:\n"
+    "  text     plain text or JSON lines -> tokenized text documents\n"
+    "  images   IDX (MNIST format) images + labels, or PNG files + captions -> image/caption documents\n"
+    "  audio    WAV files + transcripts -> log-mel audio/transcript documents\n"
+    "  mix      JSON lines manifests of interleaved text, image and audio segments\n";
+
+// Options every pipeline shares; threads and quiet are applied by run().
+struct Common {
+  io::PrepOutput out;
+  std::string tokenizer = "gpt2", data_dir;
   int threads = 0;
-  po::options_description desc(
-      "castor prep text: tokenize plain text or JSON lines into HDF5 token shards.\n"
-      "Usage: castor prep text --input FILE [FILE ...] --out DIR [options]");
+};
+
+void add_common(po::options_description& desc, Common& c) {
   desc.add_options()("help,h", "print this help and exit")(
-      "input", po::value<std::vector<std::string>>(&cfg.inputs)->multitoken(), "input files (.txt or .jsonl)")(
-      "out", po::value<std::string>(&cfg.out_dir), "output directory for the shards")(
-      "tokenizer", po::value<std::string>(&cfg.tokenizer)->default_value(cfg.tokenizer), "gpt2 or byte")(
-      "format", po::value<std::string>(&cfg.format)->default_value(cfg.format),
-      "auto (by extension), text or jsonl")(
+      "out", po::value<std::string>(&c.out.out_dir), "output directory for the shards")(
+      "prefix", po::value<std::string>(&c.out.prefix)->default_value(c.out.prefix), "shard file name prefix")(
+      "shard-size", po::value<double>(&c.out.shard_mb)->default_value(c.out.shard_mb, format_default(c.out.shard_mb)),
+      "start a new shard past this many MB of tokens, pixels and features")(
+      "deflate", po::value<int>(&c.out.deflate)->default_value(c.out.deflate), "gzip level 1-9 (0 = uncompressed)")(
+      "split", po::value<std::string>(&c.out.split)->default_value(c.out.split),
+      "split recorded for the documents: train, validation or test")(
+      "tokenizer", po::value<std::string>(&c.tokenizer)->default_value(c.tokenizer), "gpt2 or byte")(
+      "data-dir", po::value<std::string>(&c.data_dir), "tokenizer files directory (default: the bundled data/)")(
+      "threads", po::value<int>(&c.threads)->default_value(0), "worker threads; 0 = all cores")(
+      "quiet", "no progress output");
+}
+
+void add_mel(po::options_description& desc, io::LogMelConfig& m, bool& f16) {
+  desc.add_options()("sample-rate", po::value<int64_t>(&m.sample_rate)->default_value(m.sample_rate),
+                     "audio is resampled to this rate (Hz) before features")(
+      "n-fft", po::value<int64_t>(&m.n_fft)->default_value(m.n_fft), "FFT size (samples)")(
+      "win-length", po::value<int64_t>(&m.win_length)->default_value(m.win_length), "Hann window length (samples)")(
+      "hop-length", po::value<int64_t>(&m.hop_length)->default_value(m.hop_length), "frame hop (samples)")(
+      "n-mels", po::value<int64_t>(&m.n_mels)->default_value(m.n_mels), "mel bins")(
+      "f-min", po::value<double>(&m.f_min)->default_value(m.f_min, format_default(m.f_min)), "lowest mel frequency (Hz)")(
+      "f-max", po::value<double>(&m.f_max)->default_value(m.f_max, format_default(m.f_max)),
+      "highest mel frequency (Hz)")("f16", po::bool_switch(&f16), "store features as float16 (default float32)");
+}
+
+// Parses, applies the common options and runs the pipeline; prints its summary.
+template <typename Run>
+int run(const std::vector<std::string>& args, po::options_description& desc, Common& c, const char* name, Run&& pipeline) {
+  po::variables_map vm;
+  if (!parse_command_line(args, desc, vm)) return 0;
+  CASTOR_CHECK(c.threads >= 0, "--threads must be >= 0 (got ", c.threads, ")");
+  if (c.threads > 0) kernels::cpu::set_num_threads(c.threads);
+  c.out.progress = vm.count("quiet") == 0;
+  const io::PrepStats s = pipeline();
+  std::printf("%s\n", s.summary(name, c.out.out_dir).c_str());
+  return 0;
+}
+
+int prep_text(const std::vector<std::string>& args) {
+  io::PrepTextConfig cfg;
+  Common c;
+  po::options_description desc(
+      "castor prep text: tokenize plain text or JSON lines into HDF5 shards.\n"
+      "Usage: castor prep text --input FILE [FILE ...] --out DIR [options]");
+  add_common(desc, c);
+  desc.add_options()("input", po::value<std::vector<std::string>>(&cfg.inputs)->multitoken(),
+                     "input files (.txt or .jsonl)")(
+      "format", po::value<std::string>(&cfg.format)->default_value(cfg.format), "auto (by extension), text or jsonl")(
       "doc-boundary", po::value<std::string>(&cfg.doc_boundary)->default_value(cfg.doc_boundary),
       "text documents end at a blank line, every line, or the end of the file (blank|line|file)")(
       "jsonl-key", po::value<std::string>(&cfg.jsonl_key)->default_value(cfg.jsonl_key),
-      "JSON lines: the string field holding the document")(
-      "prefix", po::value<std::string>(&cfg.prefix)->default_value(cfg.prefix), "shard file name prefix")(
-      "shard-tokens", po::value<int64_t>(&cfg.shard_tokens)->default_value(cfg.shard_tokens),
-      "start a new shard after this many tokens")(
-      "data-dir", po::value<std::string>(&cfg.data_dir), "tokenizer files directory (default: the bundled data/)")(
-      "threads", po::value<int>(&threads)->default_value(0), "tokenizer threads; 0 = all cores")(
-      "quiet", "no progress output");
-  po::variables_map vm;
-  if (!parse_command_line(args, desc, vm)) return 0;
-  CASTOR_CHECK(threads >= 0, "--threads must be >= 0 (got ", threads, ")");
-  if (threads > 0) kernels::cpu::set_num_threads(threads);
-  cfg.progress = vm.count("quiet") == 0;
-  const io::PrepStats s = io::prep_text(cfg);
-  std::printf("prep text: %lld documents, %lld tokens, %lld shards in %s (%.1f MB of text, %.2f s, %.0f tokens/s)\n",
-              static_cast<long long>(s.documents), static_cast<long long>(s.tokens), static_cast<long long>(s.shards),
-              cfg.out_dir.c_str(), double(s.bytes) / 1e6, s.seconds, double(s.tokens) / std::max(s.seconds, 1e-9));
-  return 0;
+      "JSON lines: the string field holding the document");
+  return run(args, desc, c, "text", [&] {
+    cfg.out = c.out;
+    cfg.tokenizer = c.tokenizer;
+    cfg.data_dir = c.data_dir;
+    return io::prep_text(cfg);
+  });
+}
+
+int prep_images(const std::vector<std::string>& args) {
+  io::PrepImagesConfig cfg;
+  Common c;
+  po::options_description desc(
+      "castor prep images: images with captions -> HDF5 shards of (image, caption) documents.\n"
+      "Usage: castor prep images --idx-images F --idx-labels F --class-names F --out DIR [options]\n"
+      "   or: castor prep images --manifest TSV --out DIR [options]   (lines \"<png path>\\t<caption>\")");
+  add_common(desc, c);
+  desc.add_options()("idx-images", po::value<std::string>(&cfg.idx_images),
+                     "IDX image file (MNIST format, .gz accepted)")(
+      "idx-labels", po::value<std::string>(&cfg.idx_labels), "IDX label file matching --idx-images")(
+      "class-names", po::value<std::string>(&cfg.class_names), "file with one class name per line (label order)")(
+      "caption-template", po::value<std::string>(&cfg.caption_template)->default_value(cfg.caption_template),
+      "caption text; {} becomes the class name")(
+      "manifest", po::value<std::string>(&cfg.manifest), "TSV of PNG paths (relative to it) and captions")(
+      "size", po::value<int64_t>(&cfg.size)->default_value(cfg.size),
+      "images are resized (shorter side) and centre-cropped to size x size")(
+      "channels", po::value<int64_t>(&cfg.channels)->default_value(cfg.channels), "1 (gray) or 3 (RGB)")(
+      "limit", po::value<int64_t>(&cfg.limit)->default_value(cfg.limit), "only the first N images (0 = all)");
+  return run(args, desc, c, "images", [&] {
+    cfg.out = c.out;
+    cfg.tokenizer = c.tokenizer;
+    cfg.data_dir = c.data_dir;
+    return io::prep_images(cfg);
+  });
+}
+
+int prep_audio(const std::vector<std::string>& args) {
+  io::PrepAudioConfig cfg;
+  Common c;
+  po::options_description desc(
+      "castor prep audio: WAV files with transcripts -> HDF5 shards of (log-mel audio, transcript) documents.\n"
+      "Usage: castor prep audio --manifest TSV --out DIR [options]   (lines \"<wav path>\\t<transcript>\")");
+  add_common(desc, c);
+  desc.add_options()("manifest", po::value<std::string>(&cfg.manifest),
+                     "TSV of WAV paths (relative to it) and transcripts")(
+      "limit", po::value<int64_t>(&cfg.limit)->default_value(cfg.limit), "only the first N clips (0 = all)");
+  add_mel(desc, cfg.mel, cfg.f16);
+  return run(args, desc, c, "audio", [&] {
+    cfg.out = c.out;
+    cfg.tokenizer = c.tokenizer;
+    cfg.data_dir = c.data_dir;
+    return io::prep_audio(cfg);
+  });
+}
+
+int prep_mix(const std::vector<std::string>& args) {
+  io::PrepMixConfig cfg;
+  Common c;
+  po::options_description desc(
+      "castor prep mix: JSON lines manifests of interleaved documents -> HDF5 shards.\n"
+      "Each line: {\"segments\": [{\"text\": \"...\"}, {\"image\": \"a.png\", \"pair\": 2}, {\"audio\": \"b.wav\"}, ...],\n"
+      "\"split\": \"train\"} (or just the array); paths are relative to the manifest; see docs/data-format.md.\n"
+      "Usage: castor prep mix --input MANIFEST [MANIFEST ...] --out DIR [options]");
+  add_common(desc, c);
+  desc.add_options()("input", po::value<std::vector<std::string>>(&cfg.inputs)->multitoken(),
+                     "JSON lines manifests")("size", po::value<int64_t>(&cfg.image_size)->default_value(cfg.image_size),
+                                             "images are resized and centre-cropped to size x size")(
+      "channels", po::value<int64_t>(&cfg.channels)->default_value(cfg.channels), "1 (gray) or 3 (RGB)");
+  add_mel(desc, cfg.mel, cfg.f16);
+  return run(args, desc, c, "mix", [&] {
+    cfg.out = c.out;
+    cfg.tokenizer = c.tokenizer;
+    cfg.data_dir = c.data_dir;
+    return io::prep_mix(cfg);
+  });
+}
+
+}  // namespace
+
+int prep_command(const std::vector<std::string>& args) {
+  if (args.empty() || args[0] == "--help" || args[0] == "-h") {
+    std::fputs(kPrepUsage, args.empty() ? stderr : stdout);
+    return args.empty() ? 2 : 0;
+  }
+  const std::vector<std::string> rest(args.begin() + 1, args.end());
+  if (args[0] == "text") return prep_text(rest);
+  if (args[0] == "images") return prep_images(rest);
+  if (args[0] == "audio") return prep_audio(rest);
+  if (args[0] == "mix") return prep_mix(rest);
+  CASTOR_FAIL("unknown prep pipeline '", args[0], "' (available: text, images, audio, mix)");
 }
 
 }  // namespace castor::launch

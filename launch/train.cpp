@@ -14,7 +14,7 @@
 #include "core/optimizer.h"
 #include "io/checkpoint.h"
 #include "io/checkpoint_file.h"
-#include "io/text_loader.h"
+#include "io/loader.h"
 #include "kernels/cpu/gemm.h"
 #include "launch/metrics.h"
 #include "launch/options.h"
@@ -27,14 +27,13 @@ using Clock = std::chrono::steady_clock;
 double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
 // Mean loss over `batches` fixed validation micro-batches (the first windows in order).
-double evaluate(Transformer& model, io::TextLoader& val, int64_t B, int64_t T, int64_t batches,
-                std::vector<int32_t>& ids, std::vector<int32_t>& targets) {
+double evaluate(Transformer& model, io::Loader& val, int64_t B, int64_t T, int64_t batches) {
   val.set_cursor({0, 0});
   double loss = 0.0;
   int64_t count = 0;
   for (int64_t i = 0; i < batches; ++i) {
-    val.next(B, ids.data(), targets.data());
-    auto r = model.forward(ids.data(), targets.data(), B, T, nullptr);
+    const io::Batch batch = val.next();
+    auto r = model.forward(batch.ids.data(), batch.targets.data(), B, T, nullptr);
     loss += r.loss_sum;
     count += r.count;
   }
@@ -70,16 +69,23 @@ int train_command(const std::vector<std::string>& args) {
 
   auto backend = make_cpu_backend(tc.threads);
   CASTOR_CHECK(!tc.train_data.empty(), "--data.train is required (a shard file or a directory of shards)");
-  io::TextLoader train_data(tc.train_data, tc.seq_len, tc.seed, /*shuffle=*/true);
+  // The text model takes no image or audio input (image patch and audio stack 0), so the
+  // loader refuses multimodal shards with a message naming the file.
+  io::LoaderOptions lo;
+  lo.seq_len = tc.seq_len;
+  lo.batch_size = tc.micro_batch;
+  lo.seed = tc.seed;
+  io::Loader train_data(tc.train_data, lo);
   if (mc.vocab_size == 0) mc.vocab_size = train_data.vocab_size();
   CASTOR_CHECK(mc.vocab_size >= train_data.vocab_size(), "--model.vocab_size (", mc.vocab_size,
                ") is smaller than the data's vocabulary (", train_data.vocab_size(), ", tokenizer ",
                train_data.tokenizer(), ")");
   mc.validate();
   tc.validate(mc);
-  std::unique_ptr<io::TextLoader> val_data;
+  std::unique_ptr<io::Loader> val_data;
   if (!tc.val_data.empty()) {
-    val_data = std::make_unique<io::TextLoader>(tc.val_data, tc.seq_len, tc.seed, /*shuffle=*/false);
+    lo.shuffle = false;
+    val_data = std::make_unique<io::Loader>(tc.val_data, lo);
     CASTOR_CHECK(val_data->tokenizer() == train_data.tokenizer(), "--data.val: tokenizer ", val_data->tokenizer(),
                  " differs from --data.train's ", train_data.tokenizer());
   }
@@ -115,7 +121,7 @@ int train_command(const std::vector<std::string>& args) {
               static_cast<long long>(mc.kv_heads()), static_cast<long long>(mc.vocab_size),
               double(store.numel()) / 1e6, double(mc.non_embedding_params()) / 1e6);
   std::printf("data: %lld training tokens (%lld sequences of %lld), tokenizer %s; batch %lld x %lld x accum %lld\n",
-              static_cast<long long>(train_data.stream_tokens()), static_cast<long long>(train_data.windows_per_epoch()),
+              static_cast<long long>(train_data.stream_positions()), static_cast<long long>(train_data.windows_per_epoch()),
               static_cast<long long>(T), train_data.tokenizer().c_str(), static_cast<long long>(B),
               static_cast<long long>(T), static_cast<long long>(tc.grad_accum));
   std::printf("threads: %d, measured SGEMM peak %.1f GFLOP/s (MFU reference)\n", kernels::cpu::num_threads(),
@@ -123,7 +129,6 @@ int train_command(const std::vector<std::string>& args) {
   std::fflush(stdout);
 
   MetricsLog metrics(tc.out_dir);
-  std::vector<int32_t> ids(size_t(B * T)), targets(size_t(B * T));
   const float grad_scale = 1.0f / float(B * T * tc.grad_accum);
   auto t_log = Clock::now();
   const auto t_start = Clock::now();
@@ -132,7 +137,7 @@ int train_command(const std::vector<std::string>& args) {
 
   auto run_eval = [&](int64_t step) {
     if (!val_data) return;
-    last_val = evaluate(model, *val_data, B, T, tc.eval_batches, ids, targets);
+    last_val = evaluate(model, *val_data, B, T, tc.eval_batches);
     std::printf("step %6lld | val loss %.6f\n", static_cast<long long>(step), last_val);
     std::fflush(stdout);
     metrics.write("{\"step\": %lld, \"val_loss\": %.6f}", static_cast<long long>(step), last_val);
@@ -152,8 +157,8 @@ int train_command(const std::vector<std::string>& args) {
     double loss_sum = 0.0;
     int64_t count = 0;
     for (int64_t micro = 0; micro < tc.grad_accum; ++micro) {
-      train_data.next(B, ids.data(), targets.data());
-      auto r = model.forward(ids.data(), targets.data(), B, T, &grad_scale);
+      const io::Batch batch = train_data.next();
+      auto r = model.forward(batch.ids.data(), batch.targets.data(), B, T, &grad_scale);
       model.backward();
       loss_sum += r.loss_sum;
       count += r.count;

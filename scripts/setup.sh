@@ -18,7 +18,9 @@ done
 
 packages=(build-essential cmake pkg-config libopenmpi-dev openmpi-bin libhdf5-dev hdf5-tools
   libboost-program-options-dev libgtest-dev libopenblas-dev libopenblas0-openmp
-  python3 python3-torch python3-numpy python3-h5py python3-regex bible-kjv)
+  python3 python3-torch python3-numpy python3-h5py python3-regex bible-kjv
+  libpng-dev zlib1g-dev libsndfile1-dev espeak-ng dataset-fashion-mnist pocketsphinx-testdata
+  fortunes)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -166,9 +166,9 @@ TEST_F(Hdf5Test, ExtendibleAppendAndRanges) {
   std::vector<int32_t> buf(10);
   const int64_t n = d.size();
   std::string msg = error_of([&] { d.read_range(n - 5, 10, buf.data()); });
-  EXPECT_CONTAINS(msg, path + ": dataset /stream: range [");
+  EXPECT_CONTAINS(msg, path + ": dataset /stream: rows [");
   EXPECT_CONTAINS(msg, "outside [0, " + std::to_string(n) + ")");
-  EXPECT_CONTAINS(error_of([&] { d.read_range(-1, 2, buf.data()); }), "dataset /stream: range");
+  EXPECT_CONTAINS(error_of([&] { d.read_range(-1, 2, buf.data()); }), "dataset /stream: rows");
   // Reading an integer dataset as floats is refused rather than silently converted.
   std::vector<float> fbuf(static_cast<size_t>(n));
   EXPECT_CONTAINS(error_of([&] { d.read(fbuf.data(), n); }),

@@ -48,7 +48,7 @@ void check_round_trip(const std::string& path, const std::vector<std::vector<int
                       int32_t eot) {
   ShardReader r(path);
   EXPECT_EQ(r.path(), path);
-  EXPECT_EQ(r.schema_version(), "1.0");
+  EXPECT_EQ(r.schema_version(), "1.1");
   EXPECT_EQ(r.tokenizer(), "gpt2");
   EXPECT_EQ(r.vocab_size(), vocab);
   EXPECT_EQ(r.eot_id(), eot);
@@ -89,7 +89,7 @@ TEST_F(ShardTest, RoundTripUint16Tokens) {
   File f = File::open_read(path);
   Group root = f.root();
   EXPECT_EQ(root.read_attr_string("castor_format"), "corpus-shard");
-  EXPECT_EQ(root.read_attr_string("schema_version"), "1.0");
+  EXPECT_EQ(root.read_attr_string("schema_version"), "1.1");
   EXPECT_EQ(root.read_attr_int64("num_documents"), 50);
   Dataset tokens = root.open_dataset("text/tokens");
   EXPECT_EQ(tokens.elem(), H5Elem::u16);
@@ -336,7 +336,7 @@ TEST_F(ShardTest, RejectsBadOffsets) {
     f.root().write_attr_int64("num_documents", 7);
   }
   EXPECT_EQ(error_of([&] { ShardReader r(len); }),
-            len + ": dataset /text/doc_offsets: has 4 entries, expected num_documents + 1 = 8");
+            len + ": dataset /text/doc_offsets: has 4 entries, expected 8");
 }
 
 TEST_F(ShardTest, TokenIdsValidatedOnRead) {
@@ -352,7 +352,7 @@ TEST_F(ShardTest, TokenIdsValidatedOnRead) {
             path + ": dataset /text/tokens: id 60000 >= vocab_size 50257 at index 17");
   EXPECT_EQ(error_of([&] { r.read_document(2); }), path + ": dataset /text/tokens: id -4 < 0 at index 30");
   EXPECT_CONTAINS(error_of([&] { r.read_tokens(35, 10, out.data()); }),
-                  path + ": dataset /text/tokens: range [35, 45) outside [0, 40)");
+                  path + ": dataset /text/tokens: rows [35, 45) outside [0, 40)");
   EXPECT_CONTAINS(error_of([&] { r.read_document(3); }), path + ": document 3 outside [0, 3)");
 }
 

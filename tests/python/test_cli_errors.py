@@ -85,7 +85,12 @@ with tempdir() as tmp:
     with h5py.File(bad_ids, "r+") as f:
         tokens = f["text/tokens"]
         tokens[3] = 300  # byte tokenizer: vocab 257
-    expect_error("token id >= vocab", base + ["--data.train", bad_ids], "bad_ids.h5", "300")
+    # verify reads every token; training checks the ids of each window it reads.
+    expect_error("verify: token id >= vocab", ["data", "verify", bad_ids],
+                 "bad_ids.h5: dataset /text/tokens: id 300 >= vocab_size 257 at index 3")
+    with h5py.File(bad_ids, "r+") as f:
+        f["text/tokens"][:] = 300
+    expect_error("train: token id >= vocab", base + ["--data.train", bad_ids], "bad_ids.h5", "300")
 
     wrong_format = os.path.join(tmp, "other.h5")
     with h5py.File(wrong_format, "w") as f:
