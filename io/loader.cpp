@@ -155,6 +155,7 @@ void Loader::read_window(int64_t w, int64_t row, Batch& out) const {
         const int64_t lo = std::max(p0, a), hi = std::min(p0 + n, end);
         if (seg.kind == SegmentKind::text) {
           pieces.push_back({seg.start + (lo - p0), hi - lo, lo - a, (seg.flags & kSegmentNoLoss) != 0});
+          std::fill(kind.begin() + (lo - a), kind.begin() + (hi - a), uint8_t(Modality::text));
           continue;
         }
         const Modality m = seg.kind == SegmentKind::image ? Modality::image : Modality::audio;
@@ -216,7 +217,6 @@ void Loader::read_window(int64_t w, int64_t row, Batch& out) const {
     for (const Piece& p : pieces) {
       for (int64_t j = 0; j < p.count; ++j) {
         const size_t dst = size_t(p.dest + j);
-        kind[dst] = uint8_t(Modality::text);
         token[dst] = scratch_tok[size_t(p.token - t_lo + j)];
         no_loss[dst] = p.no_loss ? 1 : 0;
       }

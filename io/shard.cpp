@@ -394,8 +394,8 @@ void ShardReader::read_audio_tables(const Group& root) {
   audio_offsets_ = read_offsets(root, "audio/frame_offsets", n, fs[0], "frames");
   audio_samples_ = read_column<int64_t>(root, "audio/num_samples", n);
   for (int64_t a = 0; a < n; ++a) {
-    CASTOR_CHECK(audio_frames(a) >= 1, root.abs_path("audio/frame_offsets"), ": clip ", a, " has no frames");
-    CASTOR_CHECK(audio_samples_[size_t(a)] >= 1, root.abs_path("audio/num_samples"), ": clip ", a,
+    CASTOR_CHECK(audio_frames(a) >= 1, file_.path(), ": /audio/frame_offsets: clip ", a, " has no frames");
+    CASTOR_CHECK(audio_samples_[size_t(a)] >= 1, file_.path(), ": /audio/num_samples: clip ", a,
                  " has num_samples ", audio_samples_[size_t(a)]);
   }
 }
