@@ -1,0 +1,177 @@
+#!/usr/bin/env bash
+# Builds the libFuzzer target for the corpus shard reader (tests/fuzz/shard_fuzz.cpp) with
+# clang++ + ASan + UBSan in build-fuzz/, writes a seed corpus of small valid shards with the
+# real castor binary, and fuzzes for SECONDS (default 600) in one process.
+# Usage: scripts/fuzz.sh [SECONDS] [extra libFuzzer flags...]
+# Env:   FUZZ_KEEP_GOING=1  run under -fork=1 and keep going past crashes/OOMs/timeouts
+#        CXX                the clang++ to use (default clang++-14 or clang++)
+# Output: build-fuzz/fuzz.log (the whole run), build-fuzz/corpus/ (grown corpus, kept
+#         between runs), build-fuzz/artifacts/ (crash-*, oom-*, timeout-*, leak-* inputs).
+# Not part of the CMake build or ctest. See tests/fuzz/README.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+seconds=${1:-600}
+shift || true
+out=$root/build-fuzz
+obj=$out/obj
+mkdir -p "$obj" "$out/seeds" "$out/corpus" "$out/artifacts" "$out/seed-work"
+
+# ---------------------------------------------------------------------------- build
+CXX=${CXX:-$(command -v clang++-14 || command -v clang++)}
+common=(-std=c++20 -g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+        -I"$root" -I/usr/include/hdf5/serial -I/usr/include/x86_64-linux-gnu)
+# Castor sources get coverage instrumentation without libFuzzer's main; gemm.cpp uses OpenMP.
+sources=(io/shard.cpp io/shard_check.cpp io/hdf5.cpp io/audio.cpp io/image.cpp kernels/cpu/gemm.cpp
+         tests/fuzz/shard_fuzz.cpp)
+needs_build() {  # needs_build SRC OBJ: the object is missing or older than a dependency
+  [ -f "$2" ] && [ -f "$2.d" ] || return 0
+  local dep
+  for dep in $(sed -e 's/^[^:]*://' -e 's/\\$//' "$2.d"); do
+    [ "$dep" -nt "$2" ] && return 0
+  done
+  return 1
+}
+pids=()
+for src in "${sources[@]}"; do
+  o=$obj/$(echo "${src%.cpp}" | tr / _).o
+  needs_build "$src" "$o" || continue
+  flags=(-fsanitize=fuzzer-no-link)
+  [ "$src" = tests/fuzz/shard_fuzz.cpp ] && flags=(-fsanitize=fuzzer)
+  [ "$src" = kernels/cpu/gemm.cpp ] && flags+=(-fopenmp)
+  echo "fuzz.sh: compiling $src"
+  "$CXX" "${common[@]}" "${flags[@]}" -MMD -MF "$o.d" -c "$src" -o "$o" &
+  pids+=($!)
+  if [ ${#pids[@]} -ge 2 ]; then wait "${pids[0]}"; pids=("${pids[@]:1}"); fi
+done
+for p in "${pids[@]}"; do wait "$p"; done
+bin=$out/shard_fuzz
+objs=()
+for src in "${sources[@]}"; do objs+=("$obj/$(echo "${src%.cpp}" | tr / _).o"); done
+relink=0
+[ -f "$bin" ] || relink=1
+for o in "${objs[@]}"; do [ "$o" -nt "$bin" ] && relink=1; done
+if [ $relink = 1 ]; then
+  echo "fuzz.sh: linking $bin"
+  "$CXX" "${common[@]}" -fsanitize=fuzzer -fopenmp "${objs[@]}" -o "$bin" \
+    -lhdf5_serial -lopenblas -lsndfile -lpng -lz -lpthread
+fi
+
+# ---------------------------------------------------------------------------- seeds
+castor=$root/build/bin/castor
+if [ ! -x "$castor" ]; then
+  echo "fuzz.sh: building castor in build/ for the seed shards"
+  cmake -S "$root" -B "$root/build" -DCMAKE_BUILD_TYPE=Release >/dev/null
+  cmake --build "$root/build" -j2 --target castor
+fi
+w=$out/seed-work
+python3 - "$w" <<'EOF'
+import gzip, json, math, os, struct, sys, wave, zlib
+w = sys.argv[1]
+with open(f"{w}/text.txt", "w") as f:
+    f.write("In the beginning was the shard.\n\nA second document,\nover two lines.\n\n"
+            "Third: caf\u00e9 \u2014 na\u00efve UTF-8.\n\nfour\n")
+def wav(path, n, freq):
+    with wave.open(path, "wb") as o:
+        o.setnchannels(1); o.setsampwidth(2); o.setframerate(16000)
+        o.writeframes(b"".join(struct.pack("<h", int(8000 * math.sin(2 * math.pi * freq * i / 16000)))
+                               for i in range(n)))
+wav(f"{w}/a.wav", 800, 440.0)   # 50 ms: 6 frames at hop 160
+wav(f"{w}/b.wav", 480, 880.0)   # 30 ms: 4 frames
+with open(f"{w}/audio.tsv", "w") as f:
+    f.write("a.wav\thello there\nb.wav\thi\n")
+# IDX images + labels (MNIST format), used when the real Fashion-MNIST files are absent.
+n, h = 8, 12
+with gzip.open(f"{w}/images.idx.gz", "wb") as f:
+    f.write(struct.pack(">IIII", 0x803, n, h, h) + bytes((i * 37 + r * 11 + c * 5) % 256
+                                                         for i in range(n) for r in range(h) for c in range(h)))
+with gzip.open(f"{w}/labels.idx.gz", "wb") as f:
+    f.write(struct.pack(">II", 0x801, n) + bytes(i % 10 for i in range(n)))
+# An 8x8 RGB PNG for the mixed document.
+def chunk(t, d): return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))
+raw = b"".join(b"\0" + bytes((x * 30, y * 30, 128) [k] for x in range(8) for k in range(3)) for y in range(8))
+with open(f"{w}/pic.png", "wb") as f:
+    f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 8, 8, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+with open(f"{w}/mix.jsonl", "w") as f:
+    f.write(json.dumps({"segments": [{"text": "a picture:"}, {"image": "pic.png", "pair": 0},
+                                     {"text": "and a sound"}, {"audio": "a.wav", "pair": 2}],
+                        "split": "validation"}) + "\n")
+    f.write(json.dumps([{"text": "plain second document"}]) + "\n")
+EOF
+idx_images=/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz
+idx_labels=/usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz
+if [ ! -s "$idx_images" ] || [ ! -s "$idx_labels" ]; then
+  idx_images=$w/images.idx.gz idx_labels=$w/labels.idx.gz
+fi
+seed() {  # seed NAME PIPELINE ARGS...: one small shard -> build-fuzz/seeds/NAME.h5
+  local name=$1 pipeline=$2
+  shift 2
+  rm -rf "$w/$name"
+  "$castor" prep "$pipeline" --quiet --threads 1 --out "$w/$name" "$@" >/dev/null
+  cp "$(ls "$w/$name"/*.h5 | head -n 1)" "$out/seeds/$name.h5"
+}
+# Uncompressed shards preallocate whole chunks (64 Ki tokens, 1 MiB of pixels or features):
+# h5repack rewrites those datasets with tiny chunks (same data, types and attributes) so
+# the seeds stay ~20 KB. -L: the same shard in HDF5's latest file format.
+shrink() {  # shrink NAME [h5repack flags]
+  local name=$1
+  shift
+  local layout=(-l text/tokens:CHUNK=64 -l images/pixels:CHUNK=64)
+  h5dump -H -d /audio/features "$out/seeds/$name.h5" >/dev/null 2>&1 && layout+=(-l audio/features:CHUNK=4x8)
+  h5repack "$@" "${layout[@]}" "$out/seeds/$name.h5" "$w/$name.repacked.h5"
+  "$castor" data verify "$w/$name.repacked.h5" >/dev/null
+  mv "$w/$name.repacked.h5" "$out/seeds/$name.h5"
+}
+rm -f "$out"/seeds/*.h5
+seed text text --tokenizer byte --input "$w/text.txt"
+shrink text
+seed text-gpt2-deflate text --tokenizer gpt2 --deflate 1 --split validation --input "$w/text.txt"
+seed images images --tokenizer byte --idx-images "$idx_images" --idx-labels "$idx_labels" \
+  --class-names "$root/data/fashion-mnist/classes.txt" --limit 8 --size 8
+shrink images
+seed audio audio --tokenizer byte --manifest "$w/audio.tsv" --n-mels 8
+shrink audio
+seed mix-f16-deflate mix --tokenizer byte --input "$w/mix.jsonl" --size 8 --n-mels 8 --f16 --deflate 1
+cp "$out/seeds/mix-f16-deflate.h5" "$out/seeds/mix-f16-deflate-latest.h5"
+shrink mix-f16-deflate-latest -L
+max_seed=$(stat -c %s "$out"/seeds/*.h5 | sort -n | tail -n 1)
+echo "fuzz.sh: seeds:" $(cd "$out/seeds" && for f in *.h5; do echo "$f=$(stat -c %s "$f")B"; done)
+
+# Names and signatures that occur in shards (HDF5 object signatures, castor paths/attrs).
+dict=$out/shard.dict
+: > "$dict"
+for s in OHDR OCHK TREE HEAP SNOD GCOL BTHD BTIN BTLF FRHP FHDB FHIB FSHD FSSE EAHD EAIB EASB EADB FAHD FADB \
+         castor_format corpus-shard schema_version 1.1 1.0 2.0 tokenizer vocab_size eot_id num_documents \
+         num_tokens num_segments num_images num_audio text tokens doc_offsets segments kind flags start length \
+         pair docs source split images pixels offsets shape audio features frame_offsets num_samples feature \
+         log-mel sample_rate n_fft win_length hop_length n_mels f_min f_max meta sources names byte gpt2; do
+  printf '"%s"\n' "$s" >> "$dict"
+done
+printf '"\\x89HDF\\x0d\\x0a\\x1a\\x0a"\n' >> "$dict"
+
+# ---------------------------------------------------------------------------- fuzz
+tmp=$(mktemp -d /dev/shm/castor-fuzz-XXXXXX)
+trap 'rm -rf "$tmp"' EXIT
+export CASTOR_FUZZ_TMPDIR=$tmp
+# Leaks inside libhdf5 on corrupt metadata (e.g. in H5Fopen) are HDF5's, not castor's, and
+# would stop every run: they are suppressed. Castor's own HDF5 handles are checked by the
+# target (H5Fget_obj_count after each input); leaks of castor allocations still report.
+echo "leak:libhdf5_serial.so" > "$out/lsan.supp"
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1}
+export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$out/lsan.supp:print_suppressions=0}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+args=(-max_total_time="$seconds" -max_len=$((max_seed * 2)) -rss_limit_mb=2048 -timeout=10
+      -dict="$dict" -artifact_prefix="$out/artifacts/" -print_final_stats=1)
+[ "${FUZZ_KEEP_GOING:-0}" = 1 ] && args+=(-fork=1 -ignore_crashes=1 -ignore_ooms=1 -ignore_timeouts=1)
+args+=("$@")
+echo "fuzz.sh: $bin ${args[*]} $out/corpus $out/seeds"
+set +e
+"$bin" "${args[@]}" "$out/corpus" "$out/seeds" 2>&1 | tee "$out/fuzz.log"
+rc=${PIPESTATUS[0]}
+set -e
+echo "---------------------------------------------------------------- fuzz.sh summary (exit $rc)"
+grep -E '^#[0-9]+.*(DONE|cov:)' "$out/fuzz.log" | tail -n 1 || true
+grep -E '^stat::|oom/timeout/crash|==ERROR|FINDING|SUMMARY|Test unit written' "$out/fuzz.log" | tail -n 20 || true
+echo "artifacts: $(find "$out/artifacts" -type f | wc -l) file(s) in $out/artifacts"
+exit "$rc"
