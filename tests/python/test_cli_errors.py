@@ -105,7 +105,18 @@ with tempdir() as tmp:
                                        "--out", os.path.join(tmp, "x")], "sentencepiece")
     expect_error("resume without out_dir", base + ["--train.resume"], "--train.resume")
 
-    for cmd in (["--help"], ["train", "--help"], ["prep", "text", "--help"], ["tokenize", "--help"]):
+    # The text model refuses shards with images (until the multimodal model exists).
+    fm = "/usr/share/datasets/fashion-mnist/t10k-"
+    classes = os.path.join(os.environ["CASTOR_SOURCE_DIR"], "data", "fashion-mnist", "classes.txt")
+    run(["prep", "images", "--idx-images", fm + "images-idx3-ubyte.gz", "--idx-labels", fm + "labels-idx1-ubyte.gz",
+         "--class-names", classes, "--limit", "50", "--tokenizer", "byte", "--out", os.path.join(tmp, "img"),
+         "--quiet"])
+    expect_error("train on image shards", base + ["--data.train", os.path.join(tmp, "img")],
+                 "shard-00000.h5: has 50 images, but this model takes no image input")
+
+    for cmd in (["--help"], ["train", "--help"], ["prep", "text", "--help"], ["prep", "images", "--help"],
+                ["prep", "audio", "--help"], ["prep", "mix", "--help"], ["prep", "--help"], ["data", "--help"],
+                ["data", "inspect", "--help"], ["data", "verify", "--help"], ["tokenize", "--help"]):
         p = run(cmd, check=False)
         check(p.returncode == 0 and "Usage" in p.stdout, f"castor {' '.join(cmd)} prints usage")
     p = run(["train", "--help"], check=False)
