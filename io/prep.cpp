@@ -93,6 +93,16 @@ ShardSink::ShardSink(const PrepOutput& out, std::string pipeline, const Tokenize
   wopts_.audio = audio;
   wopts_.audio_f16 = audio_f16;
   std::filesystem::create_directories(out_.out_dir);
+  // Shards left by an earlier run would silently join this one's (the loader reads every
+  // *.h5 of a directory): refuse, or remove them when asked to.
+  const std::string stem = out_.prefix + "-";
+  for (const auto& e : std::filesystem::directory_iterator(out_.out_dir)) {
+    const std::string name = e.path().filename().string();
+    if (name.rfind(stem, 0) != 0 || e.path().extension() != ".h5") continue;
+    CASTOR_CHECK(out_.overwrite, out_.out_dir, ": already holds shards ", out_.prefix,
+                 "-*.h5 (from an earlier run); remove them, choose another --out or --prefix, or pass --overwrite");
+    std::filesystem::remove(e.path());
+  }
   t0_ = last_report_ = now_seconds();
   tty_ = isatty(fileno(stderr)) != 0;
 }
@@ -143,7 +153,11 @@ void ShardSink::report(bool final) {
 }
 
 PrepStats ShardSink::finish() {
-  CASTOR_CHECK(writer_ != nullptr, "prep ", pipeline_, ": no documents found in the inputs");
+  if (writer_ == nullptr) {
+    std::string inputs;
+    for (const auto& in : wopts_.sources) inputs += (inputs.empty() ? "" : ", ") + in;
+    CASTOR_FAIL("prep ", pipeline_, ": no documents found in ", inputs.empty() ? "the inputs" : inputs);
+  }
   writer_->close();
   writer_.reset();
   if (out_.progress && tty_) report(true);

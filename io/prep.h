@@ -22,6 +22,7 @@ struct PrepOutput {
   double shard_mb = 256.0;       // start a new shard past this many MB of payload
   int deflate = 0;               // 0 = uncompressed, 1..9 = shuffle + gzip
   bool progress = true;
+  bool overwrite = false;        // remove <prefix>-*.h5 already in out_dir (else refuse)
   std::string split = "train";   // split of documents that do not name one
   void validate() const;
 };

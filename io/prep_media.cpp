@@ -240,6 +240,11 @@ DocumentData mix_document(const std::string& line, const std::string& where, con
                  ": needs exactly one of \"text\", \"image\", \"audio\"");
     const JsonValue* value = text ? text : image ? image : audio;
     CASTOR_CHECK(value->type == JsonValue::Type::string, at, ": the value must be a string");
+    for (const auto& [key, unused] : e.members) {
+      const bool known = key == "text" || key == "image" || key == "audio" || (text && key == "loss") ||
+                         (!text && key == "pair");
+      CASTOR_CHECK(known, at, ": unexpected key \"", key, "\" (text takes \"loss\", image and audio take \"pair\")");
+    }
     if (text) {
       uint8_t flags = 0;
       if (const JsonValue* loss = e.find("loss")) {

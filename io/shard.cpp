@@ -13,7 +13,9 @@ namespace castor::io {
 namespace {
 
 constexpr int64_t kMaxVocab = std::numeric_limits<int32_t>::max();
-constexpr int64_t kPixelChunk = int64_t{1} << 20;  // bytes per /images/pixels chunk
+// Chunks of ~256 KiB: small enough that a random image or clip read touches little more
+// than itself, large enough for sequential prep writes.
+constexpr int64_t kChunkBytes = int64_t{1} << 18;
 
 H5Elem token_elem(int64_t vocab_size) { return vocab_size <= 65536 ? H5Elem::u16 : H5Elem::i32; }
 
@@ -121,10 +123,10 @@ ShardWriter::ShardWriter(std::string path, std::string tokenizer, int64_t vocab_
   d.extendible = true;
   d.chunk_rows = opts_.chunk_tokens;
   tokens_ = root.create_dataset("text/tokens", token_elem(vocab_size_), {0}, d);
-  d.chunk_rows = kPixelChunk;
+  d.chunk_rows = kChunkBytes;
   pixels_ = root.create_dataset("images/pixels", H5Elem::u8, {0}, d);
   if (opts_.audio) {
-    d.chunk_rows = 0;  // ~1 MiB chunks
+    d.chunk_rows = kChunkBytes / int64_t(sizeof(float)) / opts_.audio->n_mels + 1;
     features_ = root.create_dataset("audio/features", opts_.audio_f16 ? H5Elem::f16 : H5Elem::f32,
                                     {0, opts_.audio->n_mels}, d);
   }
@@ -207,7 +209,7 @@ void ShardWriter::add_document(const DocumentData& doc) {
                                                  static_cast<int32_t>(seg.image.channels)});
         pixel_buf_.insert(pixel_buf_.end(), seg.image.pixels.begin(), seg.image.pixels.end());
         image_offsets_.push_back(image_offsets_.back() + static_cast<int64_t>(seg.image.pixels.size()));
-        if (static_cast<int64_t>(pixel_buf_.size()) >= kPixelChunk) flush();
+        if (static_cast<int64_t>(pixel_buf_.size()) >= kChunkBytes) flush();
         break;
       case SegmentKind::audio:
         seg_start_.push_back(num_audio());

@@ -42,6 +42,7 @@ void add_common(po::options_description& desc, Common& c) {
       "tokenizer", po::value<std::string>(&c.tokenizer)->default_value(c.tokenizer), "gpt2 or byte")(
       "data-dir", po::value<std::string>(&c.data_dir), "tokenizer files directory (default: the bundled data/)")(
       "threads", po::value<int>(&c.threads)->default_value(0), "worker threads; 0 = all cores")(
+      "overwrite", po::bool_switch(&c.out.overwrite), "replace shards <prefix>-*.h5 already in --out")(
       "quiet", "no progress output");
 }
 

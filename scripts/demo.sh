@@ -12,20 +12,20 @@ castor=build/bin/castor
 data=runs/data/kjv
 if [ ! -f "$data/train/kjv-00000.h5" ] || [ ! -f "$data/val/kjv-00000.h5" ]; then
   bash scripts/kjv.sh "$data/text"
-  $castor prep text --tokenizer gpt2 --input "$data/text/train.txt" --out "$data/train" --prefix kjv
-  $castor prep text --tokenizer gpt2 --input "$data/text/val.txt" --out "$data/val" --prefix kjv
+  $castor prep text --tokenizer gpt2 --input "$data/text/train.txt" --out "$data/train" --prefix kjv --overwrite
+  $castor prep text --tokenizer gpt2 --input "$data/text/val.txt" --out "$data/val" --prefix kjv --overwrite
 fi
 media=runs/data/media
 if [ ! -f "$media/shards/mix/mix-00000.h5" ]; then
   bash scripts/media_data.sh "$media/raw" 200
   fm=/usr/share/datasets/fashion-mnist
   $castor prep images --idx-images $fm/train-images-idx3-ubyte.gz --idx-labels $fm/train-labels-idx1-ubyte.gz \
-    --class-names data/fashion-mnist/classes.txt --caption-template "a photo of a {}." --out "$media/shards/fmnist" --prefix fmnist
-  $castor prep audio --manifest "$media/raw/speech/train.tsv" --out "$media/shards/speech" --prefix speech
-  $castor prep audio --manifest "$media/raw/speech/val.tsv" --out "$media/shards/speech-val" --prefix speech --split validation
-  $castor prep audio --manifest "$media/raw/librivox/eval.tsv" --out "$media/shards/librivox" --prefix librivox --split test
-  $castor prep text --input "$media/raw/fortunes/fortunes.txt" --out "$media/shards/fortunes" --prefix fortunes --split test
-  $castor prep mix --input "$media/raw/mix/manifest.jsonl" --out "$media/shards/mix" --prefix mix
+    --class-names data/fashion-mnist/classes.txt --caption-template "a photo of a {}." --out "$media/shards/fmnist" --prefix fmnist --overwrite
+  $castor prep audio --manifest "$media/raw/speech/train.tsv" --out "$media/shards/speech" --prefix speech --overwrite
+  $castor prep audio --manifest "$media/raw/speech/val.tsv" --out "$media/shards/speech-val" --prefix speech --split validation --overwrite
+  $castor prep audio --manifest "$media/raw/librivox/eval.tsv" --out "$media/shards/librivox" --prefix librivox --split test --overwrite
+  $castor prep text --input "$media/raw/fortunes/fortunes.txt" --out "$media/shards/fortunes" --prefix fortunes --split test --overwrite
+  $castor prep mix --input "$media/raw/mix/manifest.jsonl" --out "$media/shards/mix" --prefix mix --overwrite
 fi
 $castor data verify "$data/train" "$data/val" "$media/shards"/*
 $castor data inspect "$media/shards/fmnist" "$media/shards/speech" "$media/shards/mix"

@@ -1,9 +1,9 @@
 #!/usr/bin/python3
 # Log-mel parity of castor (io/audio.h, float32, DFT by SGEMM) against an independent numpy
-# implementation in float64 of the Whisper/librosa convention: reflect padding by n_fft/2
-# (zeros for clips too short to reflect), periodic Hann window centred in n_fft, power
-# spectrum by numpy.fft.rfft, Slaney mel filterbank written here from its formula, log10
-# with a 1e-10 floor. The numpy framing is itself checked against torch.stft.
+# implementation in float64 (logmel_reference.py) of the Whisper/librosa convention: reflect
+# padding by n_fft/2 (zeros for clips too short to reflect), periodic Hann window centred in
+# n_fft, power spectrum by numpy.fft.rfft, Slaney mel filterbank written from its formula,
+# log10 with a 1e-10 floor. The numpy framing is itself checked against torch.stft here.
 # Cases: a chirp + noise at 16 kHz with the default config and with n_fft 512 / win 320 /
 # hop 128 / 40 mels / f_max 7000, a clip shorter than n_fft/2, and a real LibriVox WAV (read
 # here by the stdlib wave module, by castor through libsndfile). Pass: max |castor - numpy|
@@ -14,20 +14,19 @@ import os
 import subprocess
 import sys
 import tempfile
-import wave
 
 import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from castor_testing import check, finish  # noqa: E402
+from logmel_reference import DEFAULT, log_mel, power_spectrum, read_wav_stdlib  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TOL = 2e-3
 FLOOR = -6.0
 LIBRIVOX = "/usr/share/pocketsphinx/test/data/librivox/sense_and_sensibility_01_austen_64kb-0880.wav"
 
-DEFAULT = dict(sample_rate=16000, n_fft=400, win_length=400, hop_length=160, n_mels=80, f_min=0.0, f_max=8000.0)
 OTHER = dict(sample_rate=16000, n_fft=512, win_length=320, hop_length=128, n_mels=40, f_min=0.0, f_max=7000.0)
 
 
@@ -49,55 +48,8 @@ def find_tool():
 
 # ---------------------------------------------------------------------------- reference
 
-def hz_to_mel(f):
-    """Slaney: 3 mels per 200 Hz below 1 kHz, then log steps of ln(6.4)/27."""
-    f = np.asarray(f, dtype=np.float64)
-    lin = f / (200.0 / 3.0)
-    log = 15.0 + np.log(np.maximum(f, 1000.0) / 1000.0) / (np.log(6.4) / 27.0)
-    return np.where(f < 1000.0, lin, log)
-
-
-def mel_to_hz(m):
-    m = np.asarray(m, dtype=np.float64)
-    lin = m * (200.0 / 3.0)
-    log = 1000.0 * np.exp((np.log(6.4) / 27.0) * (m - 15.0))
-    return np.where(m < 15.0, lin, log)
-
-
-def mel_filterbank(sr, n_fft, n_mels, f_min, f_max):
-    """(n_mels, n_fft//2 + 1): triangles over n_mels + 2 mel-spaced points, area-normalised
-    by 2 / (f[m+2] - f[m])."""
-    edges = mel_to_hz(np.linspace(hz_to_mel(f_min), hz_to_mel(f_max), n_mels + 2))
-    freqs = np.arange(n_fft // 2 + 1) * sr / n_fft
-    fb = np.zeros((n_mels, freqs.size))
-    for m in range(n_mels):
-        lo, mid, hi = edges[m], edges[m + 1], edges[m + 2]
-        rise = (freqs - lo) / (mid - lo)
-        fall = (hi - freqs) / (hi - mid)
-        fb[m] = np.maximum(0.0, np.minimum(rise, fall)) * (2.0 / (hi - lo))
-    return fb
-
-
-def window(n_fft, win_length):
-    w = np.zeros(n_fft)
-    left = (n_fft - win_length) // 2
-    w[left:left + win_length] = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(win_length) / win_length)
-    return w
-
-
-def power_spectrum(x, n_fft, win_length, hop_length):
-    x = np.asarray(x, dtype=np.float64)
-    pad = n_fft // 2
-    xp = np.pad(x, pad, mode="reflect") if x.size > pad else np.pad(x, pad)
-    frames = 1 + x.size // hop_length
-    idx = hop_length * np.arange(frames)[:, None] + np.arange(n_fft)[None, :]
-    return np.abs(np.fft.rfft(xp[idx] * window(n_fft, win_length), axis=1)) ** 2
-
-
-def log_mel(x, cfg):
-    p = power_spectrum(x, cfg["n_fft"], cfg["win_length"], cfg["hop_length"])
-    fb = mel_filterbank(cfg["sample_rate"], cfg["n_fft"], cfg["n_mels"], cfg["f_min"], cfg["f_max"])
-    return np.log10(np.maximum(p @ fb.T, 1e-10))
+# The reference (hz_to_mel, mel_filterbank, window, power_spectrum, log_mel) lives in
+# logmel_reference.py, shared with test_shard_h5py.py.
 
 
 def torch_power_spectrum(x, cfg):
@@ -150,13 +102,6 @@ def chirp_and_noise(sr, seconds, seed):
     x[int(sr * 1.0):int(sr * 1.5)] = 0.0
     x += 1e-3 * np.random.default_rng(seed).standard_normal(t.size)
     return x.astype(np.float32)
-
-
-def read_wav_stdlib(path):
-    with wave.open(path, "rb") as w:
-        assert w.getsampwidth() == 2, "the reference reads 16-bit PCM only"
-        data = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").astype(np.float64) / 32768.0
-        return w.getframerate(), data.reshape(-1, w.getnchannels()).mean(axis=1)
 
 
 def main():
