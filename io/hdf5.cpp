@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <utility>
 
 namespace castor::io {
@@ -654,6 +655,7 @@ Dataset Group::create_dataset(const std::string& rel, H5Elem elem, const std::ve
     std::vector<hsize_t> chunk = dims;
     chunk[0] = static_cast<hsize_t>(rows);
     CASTOR_H5_CHECK(H5Pset_chunk(dcpl.get(), static_cast<int>(rank), chunk.data()), ctx);
+    if (opts.checksum) CASTOR_H5_CHECK(H5Pset_fletcher32(dcpl.get()), ctx);
     if (opts.deflate_level > 0) {
       CASTOR_CHECK(H5Zfilter_avail(H5Z_FILTER_DEFLATE) > 0, ctx, ": this HDF5 library has no gzip (deflate) filter");
       CASTOR_H5_CHECK(H5Pset_shuffle(dcpl.get()), ctx);
@@ -674,13 +676,42 @@ File File::create(const std::string& path) {
   File f;
   f.path_ = path;
   const H5Handle fapl = file_access(path);
+  // The HDF5 1.10 file format: superblock v3, object headers, heaps, B-trees and chunk
+  // indexes all carry checksums, so damaged metadata is an error, not undefined behaviour.
+  CASTOR_H5_CHECK(H5Pset_libver_bounds(fapl.get(), H5F_LIBVER_V110, H5F_LIBVER_V110), path,
+                  ": file access properties");
   f.handle_ = H5Handle(CASTOR_H5_CHECK(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.get()), path,
                                        ": cannot create HDF5 file"),
                        H5Fclose);
   return f;
 }
 
-File File::open_read(const std::string& path) { return open_existing(path, H5F_ACC_RDONLY); }
+File File::open_read(const std::string& path, bool require_checksums) {
+  if (require_checksums) check_superblock_version(path);
+  return open_existing(path, H5F_ACC_RDONLY);
+}
+
+// The superblock signature sits at offset 0, 512, 1024, ... (after an optional user
+// block); the byte after it is the superblock version. Versions 0 and 1 (HDF5's default
+// "earliest" format) have no metadata checksums, and libhdf5 1.10 can crash on damaged
+// metadata of that kind, so untrusted files are refused before libhdf5 parses them.
+void File::check_superblock_version(const std::string& path) {
+  static const char kSignature[8] = {'\x89', 'H', 'D', 'F', '\r', '\n', '\x1a', '\n'};
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return;  // open_existing reports missing and unreadable files
+  char buf[9];
+  for (std::streamoff at = 0;; at = at == 0 ? 512 : at * 2) {
+    in.seekg(at);
+    if (!in.read(buf, 9)) return;  // no signature: open_existing says so
+    if (std::memcmp(buf, kSignature, 8) == 0) {
+      const int version = static_cast<unsigned char>(buf[8]);
+      CASTOR_CHECK(version >= 2, path, ": HDF5 superblock version ", version,
+                   " (the legacy format without metadata checksums); castor reads files in the HDF5 1.10 format "
+                   "(h5py: h5py.File(path, \"w\", libver=\"v110\"); or h5repack -L)");
+      return;
+    }
+  }
+}
 
 File File::open_rw(const std::string& path) { return open_existing(path, H5F_ACC_RDWR); }
 

@@ -100,6 +100,7 @@ class H5Handle {
 // or extendible asks for it (and the dataset is not a scalar or empty with fixed size).
 struct DatasetOptions {
   int64_t chunk_rows = 0;   // chunk extent along dim 0; 0 = automatic (~1 MiB chunks)
+  bool checksum = false;    // Fletcher-32 checksum per chunk (chunked datasets only)
   int deflate_level = 0;    // 0 = uncompressed; 1..9 = shuffle + gzip at that level
   bool extendible = false;  // dim 0 unlimited: grow with Dataset::append / resize
 };
@@ -263,7 +264,9 @@ class File {
   static File create(const std::string& path);
   // Opens an existing file. Missing, empty, non-HDF5 and truncated files throw an Error
   // naming the path and what is wrong with it.
-  static File open_read(const std::string& path);
+  // require_checksums: refuse files whose superblock predates metadata checksums
+  // (version < 2) before libhdf5 parses them; for untrusted inputs such as shards.
+  static File open_read(const std::string& path, bool require_checksums = false);
   static File open_rw(const std::string& path);
 
   File(File&&) noexcept = default;
@@ -280,6 +283,7 @@ class File {
 
  private:
   static File open_existing(const std::string& path, unsigned flags);
+  static void check_superblock_version(const std::string& path);
   H5Handle handle_;
   std::string path_;
 };

@@ -121,6 +121,7 @@ ShardWriter::ShardWriter(std::string path, std::string tokenizer, int64_t vocab_
   DatasetOptions d;
   d.deflate_level = opts_.deflate_level;
   d.extendible = true;
+  d.checksum = true;  // a damaged chunk of tokens, pixels or features is an error on read
   d.chunk_rows = opts_.chunk_tokens;
   tokens_ = root.create_dataset("text/tokens", token_elem(vocab_size_), {0}, d);
   d.chunk_rows = kChunkBytes;
@@ -306,7 +307,7 @@ void ShardWriter::close() {
 
 // ---------------------------------------------------------------------------- ShardReader
 
-ShardReader::ShardReader(const std::string& path) : file_(File::open_read(path)) {
+ShardReader::ShardReader(const std::string& path) : file_(File::open_read(path, /*require_checksums=*/true)) {
   const Group root = file_.root();
   schema_version_ = check_castor_header(root, kShardFormat, kShardSchemaMajor);
   tokenizer_ = root.read_attr_string("tokenizer");

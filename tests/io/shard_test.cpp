@@ -96,8 +96,13 @@ TEST_F(ShardTest, RoundTripUint16Tokens) {
   EXPECT_EQ(root.open_dataset("text/doc_offsets").elem(), H5Elem::i64);
   hid_t dcpl = H5Dget_create_plist(tokens.id());
   EXPECT_EQ(H5Pget_layout(dcpl), H5D_CHUNKED);
-  EXPECT_EQ(H5Pget_nfilters(dcpl), 0);
+  EXPECT_EQ(H5Pget_nfilters(dcpl), 1);  // fletcher32 checksums only
+  EXPECT_GE(H5Pget_filter_by_id2(dcpl, H5Z_FILTER_FLETCHER32, nullptr, nullptr, nullptr, 0, nullptr, nullptr), 0);
   H5Pclose(dcpl);
+  // The HDF5 1.10 format: checksummed metadata (superblock version >= 2).
+  H5F_info2_t info;
+  ASSERT_GE(H5Fget_info2(f.id(), &info), 0);
+  EXPECT_GE(info.super.version, 2u);
 }
 
 TEST_F(ShardTest, RoundTripInt32TokensWithGzip) {
@@ -113,7 +118,7 @@ TEST_F(ShardTest, RoundTripInt32TokensWithGzip) {
   Dataset tokens = f.root().open_dataset("text/tokens");
   EXPECT_EQ(tokens.elem(), H5Elem::i32);
   hid_t dcpl = H5Dget_create_plist(tokens.id());
-  EXPECT_EQ(H5Pget_nfilters(dcpl), 2);  // shuffle + deflate
+  EXPECT_EQ(H5Pget_nfilters(dcpl), 3);  // fletcher32, shuffle, deflate
   H5Pclose(dcpl);
 }
 
@@ -217,6 +222,39 @@ TEST_F(ShardTest, GarbageFilesThrowNamingTheFile) {
   const std::string msg = error_of([&] { ShardReader r(cut); });
   EXPECT_CONTAINS(msg, cut + ": cannot open HDF5 file");
   EXPECT_CONTAINS(msg, "truncated");
+
+  // HDF5's legacy format has no metadata checksums: refused before libhdf5 parses it.
+  const std::string legacy = file("legacy.h5");
+  H5Fclose(H5Fcreate(legacy.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT));
+  EXPECT_CONTAINS(error_of([&] { ShardReader r(legacy); }), legacy + ": HDF5 superblock version 0");
+
+  // A flipped byte inside a chunk of tokens fails its Fletcher-32 checksum on read.
+  const std::string flipped = file("flipped.h5");
+  std::filesystem::copy_file(good, flipped);
+  haddr_t addr = 0;
+  {
+    File f = File::open_read(good);
+    Dataset tokens = f.root().open_dataset("text/tokens");
+    hsize_t offset[1];
+    unsigned mask = 0;
+    hsize_t size = 0;
+    const hid_t space = H5Dget_space(tokens.id());
+    const herr_t st = H5Dget_chunk_info(tokens.id(), space, 0, offset, &mask, &addr, &size);
+    H5Sclose(space);
+    ASSERT_GE(st, 0);
+  }
+  {
+    std::fstream io(flipped, std::ios::in | std::ios::out | std::ios::binary);
+    io.seekg(std::streamoff(addr + 10));
+    char c = 0;
+    io.read(&c, 1);
+    c = char(c ^ 0x20);
+    io.seekp(std::streamoff(addr + 10));
+    io.write(&c, 1);
+  }
+  ShardReader r(flipped);  // metadata intact
+  std::vector<int32_t> buf(100);
+  EXPECT_CONTAINS(error_of([&] { r.read_tokens(0, 100, buf.data()); }), flipped + ": dataset /text/tokens: rows [0, 100)");
 }
 
 TEST_F(ShardTest, RejectsWrongFormatAndVersion) {

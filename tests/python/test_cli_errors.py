@@ -93,7 +93,7 @@ with tempdir() as tmp:
     expect_error("train: token id >= vocab", base + ["--data.train", bad_ids], "bad_ids.h5", "300")
 
     wrong_format = os.path.join(tmp, "other.h5")
-    with h5py.File(wrong_format, "w") as f:
+    with h5py.File(wrong_format, "w", libver="v110") as f:
         f.create_dataset("x", data=np.arange(10))
     expect_error("HDF5 but not a shard", base + ["--data.train", wrong_format], "other.h5")
 

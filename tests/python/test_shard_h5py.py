@@ -338,9 +338,10 @@ def check_forward(tmp):
 
 # ---------------------------------------------------------------------------- reverse
 
-def write_h5py_shard(path, rng, enc):
+def write_h5py_shard(path, rng, enc, libver="v110"):
     """A schema 1.1 shard written from the layout with h5py only: 4 documents mixing text,
-    images (two sizes, gray and RGB) and float16 audio features; two sources."""
+    images (two sizes, gray and RGB) and float16 audio features; two sources. castor reads
+    the HDF5 1.10 format (checksummed metadata), hence libver."""
     docs = [
         dict(split=0, source=0, segments=[("text", "A caption first.", 0), ("image", (28, 28, 1), 0),
                                           ("text", " and after.", 1)], pairs={1: 0}),
@@ -377,7 +378,7 @@ def write_h5py_shard(path, rng, enc):
                 nsamp.append((value - 1) * MEL["hop_length"] + 7)
         seg_off.append(len(kinds))
         doc_off.append(len(tokens))
-    with h5py.File(path, "w") as f:
+    with h5py.File(path, "w", libver=libver) as f:
         f.attrs["castor_format"] = "corpus-shard"
         f.attrs["schema_version"] = "1.1"
         f.attrs["tokenizer"] = "gpt2"
@@ -433,6 +434,13 @@ def check_reverse(tmp):
     audio = info.get("audio", (0, 0.0, 0))
     check(audio[0] == w["audio"] and audio[2] == w["frames"] and abs(audio[1] - w["samples"] / 16000) < 0.006,
           f"castor data inspect audio {audio}: {w['audio']} clips, {w['frames']} frames")
+
+    # The same shard in HDF5's legacy format (no metadata checksums) is refused up front.
+    legacy = os.path.join(tmp, "legacy.h5")
+    write_h5py_shard(legacy, np.random.default_rng(7), enc, libver="earliest")
+    p = run(["data", "verify", legacy], check=False)
+    check(p.returncode == 1 and "legacy.h5: HDF5 superblock version 0" in p.stderr and 'libver="v110"' in p.stderr,
+          f"a legacy-format shard is refused naming the fix: {p.stderr.strip()!r}")
 
     def broken(name, edit, *needles):
         path = os.path.join(tmp, name + ".h5")
