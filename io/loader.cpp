@@ -23,6 +23,13 @@ struct Loader::Piece {
   bool no_loss;
 };
 
+struct Loader::Scratch {
+  std::vector<uint8_t> kind, no_loss, pixels;
+  std::vector<int32_t> token, docpos, docnum, tokens;
+  std::vector<float> features;
+  std::vector<Piece> pieces;
+};
+
 void LoaderOptions::validate() const {
   CASTOR_CHECK(seq_len > 0, "loader: sequence length must be positive (got ", seq_len, ")");
   CASTOR_CHECK(batch_size > 0, "loader: batch size must be positive (got ", batch_size, ")");
@@ -127,13 +134,13 @@ void Loader::build_layout(Shard& s, const std::string& file) {
 
 void Loader::read_window(int64_t w, int64_t row, Batch& out) const {
   const int64_t T = opts_.seq_len, a = w * T, end = a + T + 1;  // positions [a, end)
-  std::vector<uint8_t> kind(size_t(T + 1), uint8_t(Modality::pad));
-  std::vector<int32_t> token(size_t(T + 1), eot_), docpos(size_t(T + 1), 0), docnum(size_t(T + 1), -1);
-  std::vector<uint8_t> no_loss(size_t(T + 1), 1);
-  std::vector<uint8_t> scratch_u8;
-  std::vector<float> scratch_f;
-  std::vector<int32_t> scratch_tok;
-  std::vector<Piece> pieces;
+  thread_local Scratch sc;
+  auto& [kind, no_loss, scratch_u8, token, docpos, docnum, scratch_tok, scratch_f, pieces] = sc;
+  kind.assign(size_t(T + 1), uint8_t(Modality::pad));
+  no_loss.assign(size_t(T + 1), 1);
+  token.assign(size_t(T + 1), eot_);
+  docpos.assign(size_t(T + 1), 0);
+  docnum.assign(size_t(T + 1), -1);
   int32_t row_doc = 0;
 
   size_t si = size_t(std::upper_bound(shard_start_.begin(), shard_start_.end(), a) - shard_start_.begin() - 1);
@@ -168,11 +175,14 @@ void Loader::read_window(int64_t w, int64_t row, Batch& out) const {
           scratch_u8.resize(size_t(H * W * C));
           r.read_image(seg.start, scratch_u8.data());
           out.patch_dim = P * P * C;
+          const size_t base = out.patches.size();
+          out.patches.resize(base + size_t(n * P * P * C));
+          float* dst = out.patches.data() + base;
           for (int64_t k = 0; k < n; ++k) {
             const int64_t gy = k / gw, gx = k % gw;
             for (int64_t py = 0; py < P; ++py) {
               const uint8_t* src = scratch_u8.data() + ((gy * P + py) * W + gx * P) * C;
-              for (int64_t j = 0; j < P * C; ++j) out.patches.push_back(float(src[j]) * (1.0f / 255.0f));
+              for (int64_t j = 0; j < P * C; ++j) *dst++ = float(src[j]) * (1.0f / 255.0f);
             }
             out.patch_pos.push_back(int32_t(t0 + k));
             out.patch_grid.push_back(int32_t(gy));
@@ -183,12 +193,10 @@ void Loader::read_window(int64_t w, int64_t row, Batch& out) const {
           scratch_f.resize(size_t(F * n_mels_));
           r.read_audio(seg.start, scratch_f.data());
           out.frame_dim = K * n_mels_;
-          for (int64_t k = 0; k < n; ++k) {
-            const int64_t f0 = k * K, f1 = std::min(F, f0 + K);
-            out.frames.insert(out.frames.end(), scratch_f.begin() + f0 * n_mels_, scratch_f.begin() + f1 * n_mels_);
-            out.frames.resize(out.frames.size() + size_t((K - (f1 - f0)) * n_mels_), 0.0f);
-            out.frame_pos.push_back(int32_t(t0 + k));
-          }
+          const size_t base = out.frames.size();
+          out.frames.resize(base + size_t(n * K * n_mels_));  // value-initialised: zeros past the clip
+          std::copy(scratch_f.begin(), scratch_f.end(), out.frames.begin() + std::ptrdiff_t(base));
+          for (int64_t k = 0; k < n; ++k) out.frame_pos.push_back(int32_t(t0 + k));
         }
         if (seg.pair >= 0) {
           const int64_t q0 = s.seg_start[size_t(seg.pair)], qn = s.seg_positions[size_t(seg.pair)];
@@ -252,44 +260,54 @@ int64_t Loader::window_at(int64_t global) const {
   return orders_.back().second[size_t(index)];
 }
 
-Batch Loader::make_batch(int64_t first_global) const {
+void Loader::make_batch(int64_t first_global, Batch& b) const {
   const int64_t B = opts_.batch_size, T = opts_.seq_len;
-  Batch b;
   b.B = B;
   b.T = T;
+  // resize / clear keep the capacity of a recycled batch: no allocation in steady state.
   b.ids.resize(size_t(B * T));
   b.targets.resize(size_t(B * T));
   b.modality.resize(size_t(B * T));
   b.position.resize(size_t(B * T));
   b.doc.resize(size_t(B * T));
+  b.patch_dim = b.frame_dim = 0;
+  b.patches.clear();
+  b.patch_pos.clear();
+  b.patch_grid.clear();
+  b.frames.clear();
+  b.frame_pos.clear();
+  b.pairs.clear();
   for (int64_t row = 0; row < B; ++row) read_window(window_at(first_global + row), row, b);
-  return b;
 }
 
-Batch Loader::next() {
+void Loader::next(Batch& out) {
+  if (failed_) std::rethrow_exception(failed_);
   const int64_t global = cursor_.epoch * n_windows_ + cursor_.index;
-  Batch out;
   if (opts_.prefetch == 0) {
-    out = make_batch(global + opts_.dp_rank * opts_.batch_size);
+    make_batch(global + opts_.dp_rank * opts_.batch_size, out);
   } else {
     std::unique_lock<std::mutex> lock(mu_);
     cv_.wait(lock, [&] { return !queue_.empty(); });
     Ready ready = std::move(queue_.front());
     queue_.pop_front();
+    if (ready.error) {
+      failed_ = ready.error;  // the worker has stopped: every later call raises it too
+      std::rethrow_exception(failed_);
+    }
+    std::swap(out, ready.batch);
+    spare_.push_back(std::move(ready.batch));  // the caller's old buffers, for the worker
     lock.unlock();
     cv_.notify_all();
-    if (ready.error) std::rethrow_exception(ready.error);
-    out = std::move(ready.batch);
   }
   const int64_t after = global + opts_.dp_size * opts_.batch_size;
   cursor_ = {after / n_windows_, after % n_windows_};
-  return out;
 }
 
 void Loader::set_cursor(const LoaderCursor& c) {
   CASTOR_CHECK(c.epoch >= 0 && c.index >= 0 && c.index <= n_windows_, "loader cursor (epoch ", c.epoch, ", index ",
                c.index, ") does not fit this corpus of ", n_windows_, " windows");
   stop_worker();
+  failed_ = nullptr;
   const int64_t global = c.epoch * n_windows_ + c.index;
   cursor_ = {global / n_windows_, global % n_windows_};
   if (opts_.prefetch > 0) start_worker();
@@ -307,8 +325,15 @@ void Loader::start_worker() {
         if (stop_) return;
       }
       Ready ready;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (!spare_.empty()) {
+          ready.batch = std::move(spare_.back());
+          spare_.pop_back();
+        }
+      }
       try {
-        ready.batch = make_batch(produce_next_ + opts_.dp_rank * opts_.batch_size);
+        make_batch(produce_next_ + opts_.dp_rank * opts_.batch_size, ready.batch);
       } catch (...) {
         ready.error = std::current_exception();
       }

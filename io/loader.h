@@ -77,7 +77,14 @@ class Loader {
   Loader& operator=(const Loader&) = delete;
 
   // This rank's next micro-batch; advances the global cursor by dp_size * batch_size.
-  Batch next();
+  // next(out) reuses out's buffers (its old contents go back to the prefetch thread), so
+  // a training loop that keeps one Batch allocates nothing per step.
+  void next(Batch& out);
+  Batch next() {
+    Batch b;
+    next(b);
+    return b;
+  }
   LoaderCursor cursor() const { return cursor_; }
   void set_cursor(const LoaderCursor& c);
 
@@ -93,12 +100,15 @@ class Loader {
   // Fills one window (row `row` of `out`): stream positions [w*T, w*T + T].
   void read_window(int64_t w, int64_t row, Batch& out) const;
 
+  // Scratch of one window, kept per thread so a window allocates nothing in steady state.
+  struct Scratch;
+
  private:
   struct Shard;
   struct Piece;
   void build_layout(Shard& s, const std::string& file);
   int64_t window_at(int64_t global) const;  // window index of the global-th sample
-  Batch make_batch(int64_t first_global) const;
+  void make_batch(int64_t first_global, Batch& b) const;
   void start_worker();
   void stop_worker();
 
@@ -125,6 +135,8 @@ class Loader {
     std::exception_ptr error;
   };
   std::deque<Ready> queue_;
+  std::vector<Batch> spare_;     // consumed batches whose buffers the worker refills
+  std::exception_ptr failed_;    // a worker error, raised by every later next()
   bool stop_ = false;
   int64_t produce_next_ = 0;  // global sample index of the worker's next batch
 };

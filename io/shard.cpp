@@ -330,6 +330,7 @@ ShardReader::ShardReader(const std::string& path) : file_(File::open_read(path, 
                tokens_.is_float() ? "float" : "non-numeric data");
   CASTOR_CHECK(tokens_.size() == num_tokens, tokens_.where(), ": has ", tokens_.size(),
                " tokens, attribute /num_tokens says ", num_tokens);
+  tokens_u16_ = tokens_.elem() == H5Elem::u16;
   offsets_ = read_offsets(root, "text/doc_offsets", num_docs, num_tokens, "num_tokens");
 
   if (root.is_group("meta")) {
@@ -487,7 +488,16 @@ void ShardReader::read_audio(int64_t a, float* out) const {
 }
 
 void ShardReader::read_tokens(int64_t begin, int64_t count, int32_t* out) const {
-  tokens_.read_range(begin, count, out);
+  if (tokens_u16_) {
+    // Read the stored uint16 and widen here: asking HDF5 to convert allocates and zeroes a
+    // 1 MiB conversion buffer per read, most of the cost of a window (bench/NOTES.md).
+    thread_local std::vector<uint16_t> stored;
+    stored.resize(size_t(count));
+    tokens_.read_range(begin, count, stored.data());
+    std::copy(stored.begin(), stored.end(), out);
+  } else {
+    tokens_.read_range(begin, count, out);
+  }
   for (int64_t i = 0; i < count; ++i) {
     const int32_t id = out[i];
     if (id < 0 || id >= vocab_size_) {

@@ -175,6 +175,7 @@ class ShardReader {
 
   File file_;
   Dataset tokens_, pixels_, features_;
+  bool tokens_u16_ = false;  // stored as uint16 (else int32)
   std::string schema_version_;
   std::string tokenizer_;
   int64_t vocab_size_ = 0;

@@ -31,8 +31,9 @@ double evaluate(Transformer& model, io::Loader& val, int64_t B, int64_t T, int64
   val.set_cursor({0, 0});
   double loss = 0.0;
   int64_t count = 0;
+  io::Batch batch;
   for (int64_t i = 0; i < batches; ++i) {
-    const io::Batch batch = val.next();
+    val.next(batch);
     auto r = model.forward(batch.ids.data(), batch.targets.data(), B, T, nullptr);
     loss += r.loss_sum;
     count += r.count;
@@ -152,12 +153,13 @@ int train_command(const std::vector<std::string>& args) {
   };
 
   const int64_t first_step = state.step;
+  io::Batch batch;  // reused: the loader refills its buffers
   for (int64_t step = first_step; step < tc.steps; ++step) {
     store.zero_grads();
     double loss_sum = 0.0;
     int64_t count = 0;
     for (int64_t micro = 0; micro < tc.grad_accum; ++micro) {
-      const io::Batch batch = train_data.next();
+      train_data.next(batch);
       auto r = model.forward(batch.ids.data(), batch.targets.data(), B, T, &grad_scale);
       model.backward();
       loss_sum += r.loss_sum;

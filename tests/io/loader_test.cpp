@@ -354,6 +354,11 @@ TEST_F(LoaderTest, ABadTokenIdSurfacesFromThePrefetchThread) {
     }
   }
   EXPECT_EQ(msg, file("a.h5") + ": dataset /text/tokens: id 150 >= vocab_size 100 at index 40");
+  // The worker has stopped; later calls raise the same error instead of waiting forever.
+  EXPECT_EQ(error_of([&] { (void)l.next(); }), msg);
+  // A new cursor restarts the worker: the windows before the bad one read again.
+  l.set_cursor({0, 0});
+  EXPECT_EQ(l.next().B, 1);
 }
 
 }  // namespace
