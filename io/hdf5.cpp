@@ -173,6 +173,16 @@ std::string describe_type(hid_t type) {
   return std::string(class_name(c)) + " (" + std::to_string(size) + " bytes)";
 }
 
+// Fixed-length UTF-8 strings of `size` bytes (null-terminated, so size >= 1): stored inside
+// the (checksummed) object header, unlike variable-length strings.
+H5Handle fixed_string_type(size_t size) {
+  H5Handle t(CASTOR_H5_CHECK(H5Tcopy(H5T_C_S1), "HDF5 string type"), H5Tclose);
+  CASTOR_H5_CHECK(H5Tset_size(t.get(), std::max<size_t>(size, 1)), "HDF5 string type");
+  CASTOR_H5_CHECK(H5Tset_strpad(t.get(), H5T_STR_NULLTERM), "HDF5 string type");
+  CASTOR_H5_CHECK(H5Tset_cset(t.get(), H5T_CSET_UTF8), "HDF5 string type");
+  return t;
+}
+
 H5Handle vlen_string_type() {
   H5Handle t(CASTOR_H5_CHECK(H5Tcopy(H5T_C_S1), "HDF5 string type"), H5Tclose);
   CASTOR_H5_CHECK(H5Tset_size(t.get(), H5T_VARIABLE), "HDF5 string type");
@@ -326,17 +336,18 @@ void H5Object::write_attr_double(const std::string& name, double value) {
 }
 
 void H5Object::write_attr_string(const std::string& name, const std::string& value) {
-  H5Handle t = vlen_string_type();
-  const char* p = value.c_str();
-  write_attr(*this, id(), name, t.get(), t.get(), &p, nullptr);
+  H5Handle t = fixed_string_type(value.size() + 1);
+  write_attr(*this, id(), name, t.get(), t.get(), value.c_str(), nullptr);
 }
 
 void H5Object::write_attr_strings(const std::string& name, const std::vector<std::string>& values) {
-  H5Handle t = vlen_string_type();
-  std::vector<const char*> ptrs;
-  for (const std::string& s : values) ptrs.push_back(s.c_str());
+  size_t width = 1;
+  for (const std::string& s : values) width = std::max(width, s.size() + 1);
+  H5Handle t = fixed_string_type(width);
+  std::vector<char> buf(width * values.size(), '\0');
+  for (size_t i = 0; i < values.size(); ++i) std::copy(values[i].begin(), values[i].end(), buf.begin() + ptrdiff_t(i * width));
   const int64_t n = static_cast<int64_t>(values.size());
-  write_attr(*this, id(), name, t.get(), t.get(), ptrs.data(), &n);
+  write_attr(*this, id(), name, t.get(), t.get(), buf.data(), &n);
 }
 
 hid_t H5Object::open_attr(const std::string& name, H5T_class_t want, const char* want_name) const {
@@ -384,6 +395,8 @@ std::vector<std::string> H5Object::read_attr_strings(const std::string& name) co
   std::vector<std::string> out;
   if (n == 0) return out;
   if (CASTOR_H5_CHECK(H5Tis_variable_str(ftype.get()), ctx) > 0) {
+    CASTOR_CHECK(!strict_, ctx, ": a variable-length string (stored outside HDF5's checksummed metadata); "
+                 "castor files use fixed-length strings (h5py: numpy.bytes_(\"...\") or a numpy \"S\" array)");
     H5Handle mtype = vlen_string_type();
     std::vector<char*> buf(static_cast<size_t>(n), nullptr);
     CASTOR_H5_CHECK(H5Aread(attr.get(), mtype.get(), buf.data()), ctx);
@@ -392,9 +405,12 @@ std::vector<std::string> H5Object::read_attr_strings(const std::string& name) co
   } else {
     const size_t size = H5Tget_size(ftype.get());
     CASTOR_CHECK(size > 0, ctx, ": cannot get the string size");
+    CASTOR_CHECK(size * static_cast<size_t>(n) <= (size_t{1} << 24), ctx, ": ", n, " strings of ", size,
+                 " bytes: more than 16 MiB of attribute");
     H5Handle mtype(CASTOR_H5_CHECK(H5Tcopy(H5T_C_S1), ctx), H5Tclose);
     CASTOR_H5_CHECK(H5Tset_size(mtype.get(), size), ctx);
     CASTOR_H5_CHECK(H5Tset_strpad(mtype.get(), H5T_STR_NULLPAD), ctx);
+    CASTOR_H5_CHECK(H5Tset_cset(mtype.get(), H5Tget_cset(ftype.get())), ctx);  // HDF5 converts no charsets
     std::vector<char> buf(size * static_cast<size_t>(n), '\0');
     CASTOR_H5_CHECK(H5Aread(attr.get(), mtype.get(), buf.data()), ctx);
     const bool space_pad = H5Tget_strpad(ftype.get()) == H5T_STR_SPACEPAD;
@@ -514,6 +530,16 @@ void Dataset::resize(int64_t n) {
   CASTOR_H5_CHECK(H5Dset_extent(id(), dims.data()), where(), ": resize to ", n, " rows");
 }
 
+bool Dataset::fully_written() const {
+  // H5Dget_space_status cannot tell for chunked datasets (a partial last chunk reads as
+  // "partly allocated"), so compare the bytes stored with the bytes claimed: no filter
+  // compresses better than ~1000:1 (deflate's limit), and small datasets always pass.
+  H5Handle type(CASTOR_H5_CHECK(H5Dget_type(id()), where()), H5Tclose);
+  const double claimed = double(size()) * double(H5Tget_size(type.get()));
+  const double stored = double(H5Dget_storage_size(id()));
+  return claimed <= double(1 << 16) || stored * 1100.0 >= claimed;
+}
+
 int64_t Dataset::rows() const {
   const std::vector<int64_t> s = shape();
   return s.empty() ? 0 : s[0];
@@ -576,7 +602,9 @@ Group Group::open_group(const std::string& rel) const {
   CASTOR_CHECK(exists(abs), file_, ": group ", abs, " not found");
   CASTOR_CHECK(object_type(id(), abs) == H5I_GROUP, file_, ": ", abs, " is not a group");
   H5Handle h(CASTOR_H5_CHECK(H5Gopen2(id(), abs.c_str(), H5P_DEFAULT), file_, ": group ", abs), H5Gclose);
-  return Group(std::move(h), file_, abs);
+  Group g(std::move(h), file_, abs);
+  g.strict_ = strict_;
+  return g;
 }
 
 // Object headers carry no timestamps, so the same content gives byte-identical files.
@@ -614,7 +642,9 @@ Dataset Group::open_dataset(const std::string& rel) const {
   CASTOR_CHECK(exists(abs), file_, ": dataset ", abs, " not found");
   CASTOR_CHECK(object_type(id(), abs) == H5I_DATASET, file_, ": ", abs, " is not a dataset");
   H5Handle h(CASTOR_H5_CHECK(H5Dopen2(id(), abs.c_str(), H5P_DEFAULT), file_, ": dataset ", abs), H5Dclose);
-  return Dataset(std::move(h), file_, abs);
+  Dataset d(std::move(h), file_, abs);
+  d.strict_ = strict_;
+  return d;
 }
 
 Dataset Group::create_dataset(const std::string& rel, H5Elem elem, const std::vector<int64_t>& shape,
@@ -680,7 +710,10 @@ File File::create(const std::string& path) {
   // indexes all carry checksums, so damaged metadata is an error, not undefined behaviour.
   CASTOR_H5_CHECK(H5Pset_libver_bounds(fapl.get(), H5F_LIBVER_V110, H5F_LIBVER_V110), path,
                   ": file access properties");
-  f.handle_ = H5Handle(CASTOR_H5_CHECK(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.get()), path,
+  // The root group, like every object castor creates, carries no timestamps.
+  H5Handle fcpl(CASTOR_H5_CHECK(H5Pcreate(H5P_FILE_CREATE), path, ": file creation properties"), H5Pclose);
+  CASTOR_H5_CHECK(H5Pset_obj_track_times(fcpl.get(), 0), path, ": file creation properties");
+  f.handle_ = H5Handle(CASTOR_H5_CHECK(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, fcpl.get(), fapl.get()), path,
                                        ": cannot create HDF5 file"),
                        H5Fclose);
   return f;
@@ -688,7 +721,9 @@ File File::create(const std::string& path) {
 
 File File::open_read(const std::string& path, bool require_checksums) {
   if (require_checksums) check_superblock_version(path);
-  return open_existing(path, H5F_ACC_RDONLY);
+  File f = open_existing(path, H5F_ACC_RDONLY);
+  f.strict_ = require_checksums;
+  return f;
 }
 
 // The superblock signature sits at offset 0, 512, 1024, ... (after an optional user
@@ -738,7 +773,9 @@ File File::open_existing(const std::string& path, unsigned flags) {
 Group File::root() const {
   CASTOR_CHECK(is_open(), path_, ": file is closed");
   H5Handle h(CASTOR_H5_CHECK(H5Gopen2(id(), "/", H5P_DEFAULT), path_, ": group /"), H5Gclose);
-  return Group(std::move(h), path_, "/");
+  Group g(std::move(h), path_, "/");
+  g.strict_ = strict_;
+  return g;
 }
 
 void File::flush() {

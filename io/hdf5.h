@@ -142,6 +142,10 @@ class H5Object {
   std::string file_;
   std::string path_;
   const char* kind_ = "object";
+  // Opened from an untrusted file (File::open_read with require_checksums): string
+  // attributes must be fixed-length, since variable-length ones live in HDF5's global
+  // heap, which has no checksums (and libhdf5 1.10 can crash on a damaged one).
+  bool strict_ = false;
 
  private:
   hid_t open_attr(const std::string& name, H5T_class_t want, const char* want_name) const;
@@ -195,6 +199,11 @@ class Dataset : public H5Object {
   }
   void resize(int64_t n);     // extendible only: dim 0 becomes n rows
   int64_t rows() const;       // extent of dim 0 (0 for a scalar)
+  // Storage plausibly holds every element (stored bytes x 1100 >= claimed bytes, the
+  // limit of compression; datasets under 64 KiB always pass). A dataset that claims far
+  // more elements than were written (sparse, reads as fill values) fails, so a small
+  // damaged file cannot make a reader allocate gigabytes.
+  bool fully_written() const;
   int64_t row_elems() const;  // product of the other dims (1 for 1-D)
 
  private:
@@ -282,6 +291,7 @@ class File {
   int64_t open_objects() const;  // groups, datasets, types, attributes still open
 
  private:
+  bool strict_ = false;
   static File open_existing(const std::string& path, unsigned flags);
   static void check_superblock_version(const std::string& path);
   H5Handle handle_;

@@ -24,7 +24,8 @@ std::vector<int64_t> read_offsets(const Group& g, const std::string& name, int64
                                   const char* what) {
   const Dataset d = g.open_dataset(name);
   CASTOR_CHECK(d.shape().size() == 1 && d.is_integer(), d.where(), ": expected a 1-D integer dataset");
-  CASTOR_CHECK(d.size() == n + 1, d.where(), ": has ", d.size(), " entries, expected ", n + 1);
+  CASTOR_CHECK(d.size() >= 1 && d.size() - 1 == n, d.where(), ": has ", d.size(), " entries, expected ", n, " + 1");
+  CASTOR_CHECK(d.fully_written(), d.where(), ": storage for its ", d.size(), " entries was never written");
   std::vector<int64_t> v = d.read_all<int64_t>();
   for (size_t i = 0; i < v.size(); ++i) {
     CASTOR_CHECK(v[i] >= 0 && v[i] <= total, d.where(), ": offset[", i, "] = ", v[i], " outside [0, ", what, " ",
@@ -42,6 +43,7 @@ std::vector<T> read_column(const Group& g, const std::string& name, int64_t n) {
   const Dataset d = g.open_dataset(name);
   CASTOR_CHECK(d.shape().size() == 1 && d.is_integer(), d.where(), ": expected a 1-D integer dataset");
   CASTOR_CHECK(d.size() == n, d.where(), ": has ", d.size(), " entries, expected ", n);
+  CASTOR_CHECK(d.fully_written(), d.where(), ": storage for its ", d.size(), " entries was never written");
   return d.read_all<T>();
 }
 
@@ -174,6 +176,9 @@ void ShardWriter::check_document(const DocumentData& doc) const {
                          static_cast<int64_t>(seg.audio.data.size()) == seg.audio.frames * opts_.audio->n_mels,
                      path(), ": document ", d, " segment ", s, ": audio features of ", seg.audio.data.size(),
                      " values for ", seg.audio.frames, " frames x ", opts_.audio->n_mels, " mels");
+        CASTOR_CHECK(seg.audio.num_samples / opts_.audio->hop_length + 1 == seg.audio.frames, path(), ": document ", d,
+                     " segment ", s, ": ", seg.audio.num_samples, " samples make ",
+                     seg.audio.num_samples / opts_.audio->hop_length + 1, " frames, not ", seg.audio.frames);
         break;
       default:
         CASTOR_FAIL(path(), ": document ", d, " segment ", s, ": unknown segment kind ", int(seg.kind));
@@ -330,6 +335,8 @@ ShardReader::ShardReader(const std::string& path) : file_(File::open_read(path, 
                tokens_.is_float() ? "float" : "non-numeric data");
   CASTOR_CHECK(tokens_.size() == num_tokens, tokens_.where(), ": has ", tokens_.size(),
                " tokens, attribute /num_tokens says ", num_tokens);
+  CASTOR_CHECK(tokens_.fully_written(), tokens_.where(), ": storage for its ", tokens_.size(),
+               " tokens was never written");
   tokens_u16_ = tokens_.elem() == H5Elem::u16;
   offsets_ = read_offsets(root, "text/doc_offsets", num_docs, num_tokens, "num_tokens");
 
@@ -352,18 +359,22 @@ void ShardReader::read_images(const Group& root) {
   pixels_ = root.open_dataset("images/pixels");
   CASTOR_CHECK(pixels_.shape().size() == 1 && pixels_.is_integer(), pixels_.where(),
                ": expected a 1-D uint8 dataset");
+  CASTOR_CHECK(pixels_.fully_written(), pixels_.where(), ": storage was never written");
   image_offsets_ = read_offsets(root, "images/offsets", n, pixels_.size(), "pixel bytes");
   const Dataset shape = root.open_dataset("images/shape");
   CASTOR_CHECK(shape.shape() == std::vector<int64_t>({n, 3}) && shape.is_integer(), shape.where(),
                ": expected an integer dataset of shape [", n, ", 3]");
+  CASTOR_CHECK(shape.fully_written(), shape.where(), ": storage was never written");
   image_shape_ = shape.read_all<int32_t>();
   for (int64_t i = 0; i < n; ++i) {
     const int64_t h = image_shape_[size_t(3 * i)], w = image_shape_[size_t(3 * i + 1)],
                   c = image_shape_[size_t(3 * i + 2)];
     CASTOR_CHECK(h >= 1 && w >= 1 && (c == 1 || c == 3), shape.where(), ": image ", i, ": bad shape ", h, "x", w, "x",
                  c, " (need height, width >= 1 and 1 or 3 channels)");
-    CASTOR_CHECK(h * w * c == image_bytes(i), shape.where(), ": image ", i, ": shape ", h, "x", w, "x", c, " is ",
-                 h * w * c, " bytes, /images/offsets gives ", image_bytes(i));
+    int64_t bytes = 0;  // h, w < 2^31 and c <= 3: h * w fits, the product with c may not
+    const bool overflow = __builtin_mul_overflow(h * w, c, &bytes);
+    CASTOR_CHECK(!overflow && bytes == image_bytes(i), shape.where(), ": image ", i, ": shape ", h, "x", w, "x", c,
+                 " does not match the ", image_bytes(i), " bytes /images/offsets gives");
   }
 }
 
@@ -394,13 +405,21 @@ void ShardReader::read_audio_tables(const Group& root) {
   const std::vector<int64_t> fs = features_.shape();
   CASTOR_CHECK(fs.size() == 2 && fs[1] == c.n_mels && features_.is_float(), features_.where(),
                ": expected a float dataset of shape [frames, ", c.n_mels, "]");
+  CASTOR_CHECK(features_.fully_written(), features_.where(), ": storage was never written");
   audio_f16_ = features_.elem() == H5Elem::f16;
   audio_offsets_ = read_offsets(root, "audio/frame_offsets", n, fs[0], "frames");
   audio_samples_ = read_column<int64_t>(root, "audio/num_samples", n);
   for (int64_t a = 0; a < n; ++a) {
-    CASTOR_CHECK(audio_frames(a) >= 1, file_.path(), ": /audio/frame_offsets: clip ", a, " has no frames");
-    CASTOR_CHECK(audio_samples_[size_t(a)] >= 1, file_.path(), ": /audio/num_samples: clip ", a,
-                 " has num_samples ", audio_samples_[size_t(a)]);
+    const int64_t frames = audio_frames(a), samples = audio_samples_[size_t(a)];
+    CASTOR_CHECK(frames >= 1, file_.path(), ": /audio/frame_offsets: clip ", a, " has no frames");
+    CASTOR_CHECK(samples >= 1, file_.path(), ": /audio/num_samples: clip ", a, " has num_samples ", samples);
+    // A clip of n samples has 1 + n / hop frames (centred frames): this bounds the sample
+    // counts by the stored frames, so their sum cannot overflow.
+    CASTOR_CHECK(samples / c.hop_length + 1 == frames, file_.path(), ": /audio/num_samples: clip ", a, ": ", samples,
+                 " samples make ", samples / c.hop_length + 1, " frames at hop ", c.hop_length,
+                 ", /audio/frame_offsets gives ", frames);
+    CASTOR_CHECK(!__builtin_add_overflow(total_samples_, samples, &total_samples_), file_.path(),
+                 ": /audio/num_samples: total overflows");
   }
 }
 
@@ -469,12 +488,6 @@ void ShardReader::read_docs(const Group& root) {
     CASTOR_CHECK(doc_split_[d] <= 2, file_.path(), ": /docs/split: document ", d, ": unknown split ",
                  int(doc_split_[d]));
   }
-}
-
-int64_t ShardReader::total_audio_samples() const {
-  int64_t n = 0;
-  for (int64_t s : audio_samples_) n += s;
-  return n;
 }
 
 void ShardReader::read_image(int64_t i, uint8_t* out) const {

@@ -159,8 +159,12 @@ class ShardReader {
   int64_t audio_frames(int64_t a) const { return audio_offsets_[size_t(a) + 1] - audio_offsets_[size_t(a)]; }
   int64_t audio_num_samples(int64_t a) const { return audio_samples_[size_t(a)]; }
   int64_t total_audio_frames() const { return audio_offsets_.back(); }
-  int64_t total_audio_samples() const;
+  int64_t total_audio_samples() const { return total_samples_; }
   void read_audio(int64_t a, float* out) const;  // audio_frames(a) x n_mels floats
+  const std::vector<int64_t>& audio_frame_offsets() const { return audio_offsets_; }  // num_audio + 1
+  // Raw ranges of the payload datasets (verify reads them in bounded pieces).
+  void read_feature_rows(int64_t begin, int64_t count, float* out) const { features_.read_range(begin, count, out); }
+  void read_pixel_bytes(int64_t begin, int64_t count, uint8_t* out) const { pixels_.read_range(begin, count, out); }
 
   // Reads tokens [begin, begin + count) of the concatenated stream into out and checks
   // each id is in [0, vocab_size); a bad id throws naming file, dataset and index.
@@ -187,6 +191,7 @@ class ShardReader {
   std::vector<int32_t> doc_source_;
   std::vector<uint8_t> doc_split_;
   std::vector<int64_t> image_offsets_{0}, audio_offsets_{0}, audio_samples_;
+  int64_t total_samples_ = 0;
   std::vector<int32_t> image_shape_;
   std::optional<LogMelConfig> audio_cfg_;
   bool audio_f16_ = false;

@@ -1,6 +1,7 @@
 // Shard summaries and full verification (see shard_check.h).
 #include "io/shard_check.h"
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 
@@ -77,20 +78,30 @@ ShardSummary verify_shard(const std::string& path, const std::function<void(int6
     done += n;
     if (progress) progress(done, total);
   }
+  // Features and pixels are read in pieces of at most kChunk values, whatever size the
+  // file claims for one clip or image.
   std::vector<float> frames;
-  for (int64_t a = 0; a < r.num_audio(); ++a) {
-    frames.resize(size_t(r.audio_frames(a) * n_mels));
-    r.read_audio(a, frames.data());
-    for (size_t i = 0; i < frames.size(); ++i)
-      CASTOR_CHECK(std::isfinite(frames[i]), path, ": dataset /audio/features: clip ", a, ": value ", frames[i],
-                   " at frame ", i / size_t(n_mels), " mel ", i % size_t(n_mels), " is not finite");
+  const auto& fo = r.audio_frame_offsets();
+  const int64_t rows_per_read = std::max<int64_t>(1, kChunk / std::max<int64_t>(n_mels, 1));
+  for (int64_t f0 = 0; f0 < r.total_audio_frames(); f0 += rows_per_read) {
+    const int64_t rows = std::min(rows_per_read, r.total_audio_frames() - f0);
+    frames.resize(size_t(rows * n_mels));
+    r.read_feature_rows(f0, rows, frames.data());
+    for (size_t i = 0; i < frames.size(); ++i) {
+      if (std::isfinite(frames[i])) continue;
+      const int64_t frame = f0 + int64_t(i) / n_mels;
+      const int64_t clip = std::upper_bound(fo.begin(), fo.end(), frame) - fo.begin() - 1;
+      CASTOR_FAIL(path, ": dataset /audio/features: clip ", clip, ": value ", frames[i], " at frame ",
+                  frame - fo[size_t(clip)], " mel ", int64_t(i) % n_mels, " is not finite");
+    }
     done += int64_t(frames.size());
-    if (progress && (a % 64 == 0 || a + 1 == r.num_audio())) progress(done, total);
+    if (progress) progress(done, total);
   }
   std::vector<uint8_t> pixels;  // any byte is a valid pixel, but every chunk must be readable
-  for (int64_t i = 0; i < r.num_images(); ++i) {
-    pixels.resize(size_t(r.image_bytes(i)));
-    r.read_image(i, pixels.data());
+  for (int64_t p0 = 0; p0 < r.pixel_bytes(); p0 += kChunk) {
+    const int64_t n = std::min(kChunk, r.pixel_bytes() - p0);
+    pixels.resize(size_t(n));
+    r.read_pixel_bytes(p0, n, pixels.data());
   }
   return summarize(r);
 }

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer target for the corpus shard reader (tests/fuzz/shard_fuzz.cpp) with
 # clang++ + ASan + UBSan in build-fuzz/, writes a seed corpus of small valid shards with the
-# real castor binary, and fuzzes for SECONDS (default 600) in one process.
+# real castor binary, fuzzes for SECONDS (default 600) with one fuzzing process at a time,
+# then prints the final status line and a triage of every finding.
 # Usage: scripts/fuzz.sh [SECONDS] [extra libFuzzer flags...]
+#        scripts/fuzz.sh --triage   (build, then only re-run and classify build-fuzz/artifacts/*
+#                                    and the crafted inputs; no fuzzing)
 # Env:   FUZZ_STOP_ON_CRASH=1  one process, stop at the first finding (default: -fork=1 and
 #                           keep going past crashes/OOMs/timeouts, see below)
 #        CASTOR_FUZZ_SKIP_KNOWN=0  also run inputs that hit the known libhdf5 hang (README)
@@ -13,8 +16,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
+triage_only=0
+if [ "${1:-}" = --triage ]; then triage_only=1; shift; fi
 seconds=${1:-600}
 shift || true
+case "$seconds" in ''|*[!0-9]*|0) echo "fuzz.sh: SECONDS must be a positive integer" >&2; exit 2 ;; esac
 out=$root/build-fuzz
 obj=$out/obj
 mkdir -p "$obj" "$out/seeds" "$out/corpus" "$out/artifacts" "$out/seed-work"
@@ -114,14 +120,13 @@ seed() {  # seed NAME PIPELINE ARGS...: one small shard -> build-fuzz/seeds/NAME
   cp "$(ls "$w/$name"/*.h5 | head -n 1)" "$out/seeds/$name.h5"
 }
 # Uncompressed shards preallocate whole chunks (64 Ki tokens, 1 MiB of pixels or features):
-# h5repack rewrites those datasets with tiny chunks (same data, types and attributes) so
-# the seeds stay ~20 KB. -L: the same shard in HDF5's latest file format.
-shrink() {  # shrink NAME [h5repack flags]
+# h5repack rewrites those datasets with tiny chunks (same data, types and attributes; -L
+# keeps the HDF5 1.10 file format castor writes and requires), so the seeds stay small.
+shrink() {  # shrink NAME
   local name=$1
-  shift
   local layout=(-l text/tokens:CHUNK=64 -l images/pixels:CHUNK=64)
   h5dump -H -d /audio/features "$out/seeds/$name.h5" >/dev/null 2>&1 && layout+=(-l audio/features:CHUNK=4x8)
-  h5repack "$@" "${layout[@]}" "$out/seeds/$name.h5" "$w/$name.repacked.h5"
+  h5repack -L "${layout[@]}" "$out/seeds/$name.h5" "$w/$name.repacked.h5"
   "$castor" data verify "$w/$name.repacked.h5" >/dev/null
   mv "$w/$name.repacked.h5" "$out/seeds/$name.h5"
 }
@@ -135,8 +140,8 @@ shrink images
 seed audio audio --tokenizer byte --manifest "$w/audio.tsv" --n-mels 8
 shrink audio
 seed mix-f16-deflate mix --tokenizer byte --input "$w/mix.jsonl" --size 8 --n-mels 8 --f16 --deflate 1
-cp "$out/seeds/mix-f16-deflate.h5" "$out/seeds/mix-f16-deflate-latest.h5"
-shrink mix-f16-deflate-latest -L
+cp "$out/seeds/mix-f16-deflate.h5" "$out/seeds/mix-f16-deflate-small-chunks.h5"
+shrink mix-f16-deflate-small-chunks
 max_seed=$(stat -c %s "$out"/seeds/*.h5 | sort -n | tail -n 1)
 echo "fuzz.sh: seeds:" $(cd "$out/seeds" && for f in *.h5; do echo "$f=$(stat -c %s "$f")B"; done)
 
@@ -152,6 +157,80 @@ for s in OHDR OCHK TREE HEAP SNOD GCOL BTHD BTIN BTLF FRHP FHDB FHIB FSHD FSSE E
 done
 printf '"\\x89HDF\\x0d\\x0a\\x1a\\x0a"\n' >> "$dict"
 
+# ---------------------------------------------------------------------------- triage
+# Re-runs one input and prints what it hits, the top frame (libhdf5 or castor) and the first
+# castor frame.
+triage() {
+  local f=$1 log what frames top castor where
+  log=$(timeout 120 "$bin" -timeout=10 -rss_limit_mb=2048 "$f" 2>&1) || true
+  what=$(grep -m1 -E 'runtime error|SUMMARY:|FINDING|ERROR: libFuzzer' <<<"$log" | sed 's/ *(BuildId[^)]*)//' || true)
+  frames=$(grep -E '^ +#[0-9]+ ' <<<"$log" | grep -vE 'interceptor|sanitizer|fuzzer::| in (malloc|calloc|realloc|free|operator new)' \
+           | sed -E 's/^ +#[0-9]+ 0x[0-9a-f]+ (in )?//; s/ *\(BuildId[^)]*\)//' || true)
+  top=$(head -n 1 <<<"$frames")
+  castor=$(grep -m1 -E 'castor::' <<<"$frames" || true)
+  case "$what" in *runtime\ error*) top=${what%%: runtime error*} ;; esac
+  where=castor
+  case "$top" in *libhdf5*) where=libhdf5 ;; esac
+  [ -z "$top" ] && where=-
+  echo "  $(basename "$f"): ${what:-ok (no finding)}"
+  [ -n "$what" ] && echo "      top frame ($where): ${top:0:160}"
+  [ -n "$castor" ] && echo "      first castor frame: ${castor:0:160}"
+  return 0
+}
+triage_all() {
+  local f
+  echo "triage of the newest artifacts (at most 40):"
+  for f in $(ls -t "$out"/artifacts/* 2>/dev/null | head -n 40); do triage "$f"; done
+  crafted
+  if [ -n "$(ls "$out"/crafted/*.h5 2>/dev/null)" ]; then
+    echo "crafted inputs (castor bugs found by review; they report until fixed):"
+    for f in "$out"/crafted/*.h5; do triage "$f"; done
+  fi
+}
+# Inputs written with h5py (when installed) from the seeds, each hitting one castor bug:
+# signed overflows in the table checks, and allocations sized by the file's claims (sparse
+# datasets: a 15 KB file can claim terabytes) in verify_shard and ShardReader.
+crafted() {
+  /usr/bin/python3 -c 'import h5py' 2>/dev/null || return 0
+  mkdir -p "$out/crafted"
+  /usr/bin/python3 - "$out/seeds" "$out/crafted" <<'PYEOF'
+import shutil, sys
+import h5py, numpy as np
+seeds, dst = sys.argv[1], sys.argv[2]
+M = np.iinfo(np.int64).max
+def copy(seed, name):
+    path = f"{dst}/{name}.h5"
+    shutil.copy(f"{seeds}/{seed}.h5", path)
+    return h5py.File(path, "r+")
+with copy("images", "image-shape-mul-overflow") as f:   # h * w * c overflows int64
+    s = f["images/shape"][...]; s[0] = [2**31 - 1, 2**31 - 1, 3]; f["images/shape"][...] = s
+with copy("text", "num-documents-int64-max") as f:      # read_offsets: n + 1 overflows
+    f.attrs.modify("num_documents", np.int64(M))
+with copy("images", "num-images-int64-max") as f:
+    f.attrs.modify("num_images", np.int64(M))
+with copy("audio", "audio-num-samples-sum-overflow") as f:  # total_audio_samples overflows
+    f["audio/num_samples"][...] = np.array([M, M], dtype=np.int64)
+with copy("images", "sparse-1TiB-image") as f:          # verify_shard allocates image_bytes(i)
+    sizes = np.diff(f["images/offsets"][...]); sizes[0] = 2**40
+    offs = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    del f["images/pixels"]
+    f.create_dataset("images/pixels", shape=(int(offs[-1]),), maxshape=(None,), chunks=(1 << 20,), dtype=np.uint8)
+    f["images/offsets"][...] = offs
+    s = f["images/shape"][...]; s[0] = [2**20, 2**20, 1]; f["images/shape"][...] = s
+with copy("audio", "sparse-2TiB-audio-clip") as f:      # verify_shard allocates frames * n_mels
+    sizes = np.diff(f["audio/frame_offsets"][...]); sizes[0] = 2**36
+    offs = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    dt = f["audio/features"].dtype
+    del f["audio/features"]
+    f.create_dataset("audio/features", shape=(int(offs[-1]), 8), maxshape=(None, 8), chunks=(4096, 8), dtype=dt)
+    f["audio/frame_offsets"][...] = offs
+with copy("text", "sparse-16GiB-doc-offsets") as f:    # ShardReader reads 2^31 + 1 offsets
+    f.attrs.modify("num_documents", np.int64(2**31))
+    del f["text/doc_offsets"]
+    f.create_dataset("text/doc_offsets", shape=(2**31 + 1,), chunks=(1 << 16,), dtype=np.int64)
+PYEOF
+}
+
 # ---------------------------------------------------------------------------- fuzz
 tmp=$(mktemp -d /dev/shm/castor-fuzz-XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
@@ -166,6 +245,10 @@ echo "leak:libhdf5_serial.so" > "$out/lsan.supp"
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:allocator_may_return_null=1}
 export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$out/lsan.supp:print_suppressions=0}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+if [ $triage_only = 1 ]; then
+  triage_all
+  exit 0
+fi
 args=(-max_total_time="$seconds" -max_len=$((max_seed * 2)) -rss_limit_mb=2048 -timeout=10
       -dict="$dict" -artifact_prefix="$out/artifacts/" -print_final_stats=1)
 # libhdf5 1.10 crashes on some corrupt metadata (tests/fuzz/README.md): by default the run
@@ -187,19 +270,5 @@ grep -E '^#[0-9]+:? .*cov:' "$out/fuzz.log" | tail -n 1 || true
 grep -E '^stat::|^INFO: exiting' "$out/fuzz.log" || true
 echo "artifacts: $(find "$out/artifacts" -type f | wc -l) in $out/artifacts ($((\
   $(find "$out/artifacts" -type f | wc -l) - n_before)) new)"
-# Triage: re-run each artifact once and print what it hits and the first castor frame.
-for f in $(ls -t "$out"/artifacts/* 2>/dev/null | head -n 30); do
-  log=$(timeout 60 "$bin" -timeout=10 -rss_limit_mb=2048 "$f" 2>&1)
-  what=$(grep -m1 -E 'SUMMARY:|FINDING|ERROR: libFuzzer' <<<"$log" | sed 's/ *(BuildId[^)]*)//' || true)
-  frames=$(grep -E '^ +#[0-9]+ ' <<<"$log" | grep -vE 'interceptor|sanitizer|fuzzer::| in (malloc|calloc|realloc|free)' \
-           | sed -E 's/^ +#[0-9]+ 0x[0-9a-f]+ (in )?//; s/ *\(BuildId[^)]*\)//' || true)
-  top=$(head -n 1 <<<"$frames")
-  castor=$(grep -m1 -E 'castor::' <<<"$frames" || true)
-  where=castor
-  case "$top" in *libhdf5*) where=libhdf5 ;; esac
-  [ -z "$top" ] && where=-
-  echo "  $(basename "$f"): ${what:-no longer reproduces}"
-  echo "      top frame ($where): ${top:0:160}"
-  [ -n "$castor" ] && echo "      first castor frame: ${castor:0:160}"
-done
+triage_all
 exit "$rc"

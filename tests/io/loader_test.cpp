@@ -103,7 +103,7 @@ std::string write_multimodal(const std::string& path) {
   SegmentData aud;
   aud.kind = SegmentKind::audio;
   aud.audio.frames = 5;
-  aud.audio.num_samples = 800;
+  aud.audio.num_samples = 700;  // 1 + 700 / 160 = 5 frames
   for (int i = 0; i < 15; ++i) aud.audio.data.push_back(float(i) + 0.5f);
   aud.pair = 2;
   SegmentData tr;

@@ -55,7 +55,7 @@ SegmentData audio(int64_t frames, int64_t n_mels, float base, int64_t pair = -1)
   SegmentData s;
   s.kind = SegmentKind::audio;
   s.audio.frames = frames;
-  s.audio.num_samples = frames * 160;
+  s.audio.num_samples = (frames - 1) * 160 + 1;  // 1 + n / hop frames
   for (int64_t i = 0; i < frames * n_mels; ++i) s.audio.data.push_back(base + 0.25f * float(i));
   s.pair = pair;
   return s;
@@ -123,7 +123,7 @@ TEST_F(ShardMultimodalTest, RoundTripSegmentsImagesAudioAndMetadata) {
     EXPECT_EQ(r.audio_f16(), f16);
     EXPECT_EQ(r.audio_config()->n_mels, 4);
     EXPECT_EQ(r.audio_frames(0), 3);
-    EXPECT_EQ(r.audio_num_samples(0), 480);
+    EXPECT_EQ(r.audio_num_samples(0), 321);
     std::vector<float> feat(12);
     r.read_audio(0, feat.data());
     for (size_t i = 0; i < feat.size(); ++i) EXPECT_EQ(feat[i], -2.0f + 0.25f * float(i));  // exact in half too
@@ -131,7 +131,7 @@ TEST_F(ShardMultimodalTest, RoundTripSegmentsImagesAudioAndMetadata) {
     const ShardSummary sum = verify_shard(path);
     EXPECT_EQ(sum.images, 1);
     EXPECT_EQ(sum.audio_clips, 1);
-    EXPECT_DOUBLE_EQ(sum.audio_seconds, 480.0 / 16000.0);
+    EXPECT_DOUBLE_EQ(sum.audio_seconds, 321.0 / 16000.0);
     EXPECT_EQ(sum.split_documents, (std::array<int64_t, 3>{1, 1, 1}));
   }
 }
@@ -247,7 +247,49 @@ TEST_F(ShardMultimodalTest, BrokenTablesAreRejectedNamingFileDatasetAndIndex) {
     d.write_range(0, 1, bad);
   }
   EXPECT_CONTAINS(error_of([&] { ShardReader r(shape); }),
-                  "dataset /images/shape: image 0: shape 5x6x1 is 30 bytes, /images/offsets gives 24");
+                  "dataset /images/shape: image 0: shape 5x6x1 does not match the 24 bytes /images/offsets gives");
+}
+
+// Counts a fuzzer or a damaged file can set anywhere: no overflow, no wild allocation.
+TEST_F(ShardMultimodalTest, HugeCountsNeitherOverflowNorAllocate) {
+  const std::string big = write_sample(file("big.h5"));
+  {
+    File f = File::open_rw(big);
+    Group root = f.root();
+    root.write_attr_int64("num_documents", INT64_MAX);
+  }
+  EXPECT_CONTAINS(error_of([&] { ShardReader r(big); }),
+                  "dataset /text/doc_offsets: has 4 entries, expected 9223372036854775807 + 1");
+
+  const std::string wide = write_sample(file("wide.h5"));
+  {
+    File f = File::open_rw(wide);
+    Dataset d = f.root().open_dataset("images/shape");
+    const int32_t huge[3] = {INT32_MAX, INT32_MAX, 3};
+    d.write_range(0, 1, huge);
+  }
+  EXPECT_CONTAINS(error_of([&] { ShardReader r(wide); }), "shape 2147483647x2147483647x3 does not match the 24 bytes");
+
+  // A table that claims 2^31 entries but was never written (sparse storage).
+  const std::string sparse = write_sample(file("sparse.h5"));
+  {
+    File f = File::open_rw(sparse);
+    Group root = f.root();
+    ASSERT_GE(H5Ldelete(root.id(), "/docs/source", H5P_DEFAULT), 0);
+    DatasetOptions o;
+    o.chunk_rows = 1 << 16;
+    root.create_dataset("docs/source", H5Elem::i32, {int64_t(1) << 31}, o);
+  }
+  EXPECT_CONTAINS(error_of([&] { ShardReader r(sparse); }), "dataset /docs/source: has 2147483648 entries, expected 3");
+  const std::string sparse_tokens = write_sample(file("sparse_tokens.h5"));
+  {
+    File f = File::open_rw(sparse_tokens);
+    Dataset tokens = f.root().open_dataset("text/tokens");
+    tokens.resize(int64_t(1) << 34);
+    f.root().write_attr_int64("num_tokens", int64_t(1) << 34);
+  }
+  EXPECT_CONTAINS(error_of([&] { ShardReader r(sparse_tokens); }),
+                  "dataset /text/tokens: storage for its 17179869184 tokens was never written");
 }
 
 TEST_F(ShardMultimodalTest, VerifyFindsBadTokenIdsAndNonFiniteFeatures) {

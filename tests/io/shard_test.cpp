@@ -374,7 +374,7 @@ TEST_F(ShardTest, RejectsBadOffsets) {
     f.root().write_attr_int64("num_documents", 7);
   }
   EXPECT_EQ(error_of([&] { ShardReader r(len); }),
-            len + ": dataset /text/doc_offsets: has 4 entries, expected 8");
+            len + ": dataset /text/doc_offsets: has 4 entries, expected 7 + 1");
 }
 
 TEST_F(ShardTest, TokenIdsValidatedOnRead) {

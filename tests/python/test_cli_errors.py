@@ -77,7 +77,7 @@ with tempdir() as tmp:
     wrong_schema = os.path.join(tmp, "schema2.h5")
     shutil.copy(shard, wrong_schema)
     with h5py.File(wrong_schema, "r+") as f:
-        f.attrs["schema_version"] = "2.0"
+        f.attrs["schema_version"] = np.bytes_("2.0")
     expect_error("unknown schema major", base + ["--data.train", wrong_schema], "schema2.h5", "2.0")
 
     bad_ids = os.path.join(tmp, "bad_ids.h5")

@@ -218,7 +218,9 @@ def check_forward(tmp):
     n_tokens = sum(len(t) for t in want_tokens if t is not None)
 
     with h5py.File(shard, "r") as f:
-        a = f.attrs
+        # castor writes fixed-length UTF-8 strings (stored in checksummed object headers):
+        # h5py returns them as bytes.
+        a = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
         check(a["castor_format"] == "corpus-shard" and a["schema_version"] == "1.1",
               f"root: castor_format {a['castor_format']!r}, schema_version {a['schema_version']!r}")
         check(a["tokenizer"] == "gpt2" and int(a["vocab_size"]) == 50257 and int(a["eot_id"]) == 50256,
@@ -289,7 +291,7 @@ def check_forward(tmp):
 
         # Audio.
         g = f["audio"]
-        attrs = {k: g.attrs[k] for k in g.attrs}
+        attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in g.attrs.items()}
         check(attrs.get("feature") == "log-mel", f"/audio feature {attrs.get('feature')!r}")
         check(all(float(attrs[k]) == MEL[k] for k in MEL), f"/audio attributes {attrs}")
         feats = f["audio/features"][()]
@@ -379,9 +381,10 @@ def write_h5py_shard(path, rng, enc, libver="v110"):
         seg_off.append(len(kinds))
         doc_off.append(len(tokens))
     with h5py.File(path, "w", libver=libver) as f:
-        f.attrs["castor_format"] = "corpus-shard"
-        f.attrs["schema_version"] = "1.1"
-        f.attrs["tokenizer"] = "gpt2"
+        # Fixed-length strings (numpy bytes): castor refuses variable-length ones in shards.
+        f.attrs["castor_format"] = np.bytes_("corpus-shard")
+        f.attrs["schema_version"] = np.bytes_("1.1")
+        f.attrs["tokenizer"] = np.bytes_("gpt2")
         f.attrs["vocab_size"] = np.int64(50257)
         f.attrs["eot_id"] = np.int64(50256)
         f.attrs["num_documents"] = np.int64(len(docs))
@@ -402,13 +405,13 @@ def write_h5py_shard(path, rng, enc, libver="v110"):
         f.create_dataset("audio/frame_offsets", data=np.array(foff, dtype=np.int64))
         f.create_dataset("audio/num_samples", data=np.array(nsamp, dtype=np.int64))
         g = f["audio"]
-        g.attrs["feature"] = "log-mel"
+        g.attrs["feature"] = np.bytes_("log-mel")
         for k, v in MEL.items():
             g.attrs[k] = float(v) if k.startswith("f_") else np.int64(v)
         f.create_dataset("docs/source", data=np.array([d["source"] for d in docs], dtype=np.int32))
         f.create_dataset("docs/split", data=np.array([d["split"] for d in docs], dtype=np.uint8))
-        f["docs/split"].attrs["names"] = np.array(["train", "validation", "test"], dtype=h5py.string_dtype())
-        f.create_group("meta").attrs["sources"] = np.array(["a.jsonl", "b.jsonl"], dtype=h5py.string_dtype())
+        f["docs/split"].attrs["names"] = np.array([b"train", b"validation", b"test"])
+        f.create_group("meta").attrs["sources"] = np.array([b"a.jsonl", b"b.jsonl"])
     return dict(documents=len(docs), segments=len(kinds), tokens=len(tokens), images=len(ishape),
                 pixel_bytes=ioff[-1], audio=len(nsamp), frames=foff[-1], samples=sum(nsamp),
                 splits=[sum(d["split"] == s for d in docs) for s in range(3)])
@@ -503,6 +506,11 @@ def check_reverse(tmp):
     broken("nan-feature", nan_feature, "/audio/features", "not finite")
     broken("num-images", wrong_count, "/images/offsets")  # the table that disagrees with the count
     broken("channels-2", bad_shape, "/images/shape")
+
+    def vlen_string(f):
+        f.attrs["tokenizer"] = "gpt2"  # a Python str: h5py writes a variable-length string
+
+    broken("vlen-string", vlen_string, "attribute /tokenizer", "variable-length string")
 
 
 def main():
