@@ -69,49 +69,47 @@ SegmentData text_segment(const Tokenizer& tok, const std::string& text, uint8_t 
 
 // ------------------------------------------------------------------------- pipelines
 
-struct PrepTextConfig {
+// What every pipeline config has: the tokenizer and the output.
+struct PrepBase {
+  std::string tokenizer = "gpt2";
+  std::string data_dir;  // tokenizer files; empty = the bundled data/
+  PrepOutput out;
+};
+
+struct PrepTextConfig : PrepBase {
   std::vector<std::string> inputs;     // .txt / .jsonl files (format by extension unless set)
   std::string format = "auto";         // auto | text | jsonl
-  std::string tokenizer = "gpt2";
-  std::string data_dir;                // tokenizer files; empty = default_data_dir()
   std::string doc_boundary = "blank";  // blank | line | file (text inputs)
   std::string jsonl_key = "text";
-  PrepOutput out;
   void validate() const;
 };
 
 // Images with captions: either IDX images + labels captioned with class names, or a TSV
 // manifest of "<png path>\t<caption>" lines (paths relative to the manifest).
-struct PrepImagesConfig {
+struct PrepImagesConfig : PrepBase {
   std::string idx_images, idx_labels, class_names;  // class_names: a file, one name per line
   std::string caption_template = "{}";              // "{}" becomes the class name
   std::string manifest;
   int64_t size = 28, channels = 1;                  // images become size x size x channels
   int64_t limit = 0;                                // 0 = every image
-  std::string tokenizer = "gpt2", data_dir;
-  PrepOutput out;
   void validate() const;
 };
 
 // WAV files with transcripts: a TSV manifest of "<wav path>\t<transcript>" lines.
-struct PrepAudioConfig {
+struct PrepAudioConfig : PrepBase {
   std::string manifest;
   LogMelConfig mel;
   bool f16 = false;
   int64_t limit = 0;
-  std::string tokenizer = "gpt2", data_dir;
-  PrepOutput out;
   void validate() const;
 };
 
 // Interleaved documents: JSON lines manifests, one document per line (docs/data-format.md).
-struct PrepMixConfig {
+struct PrepMixConfig : PrepBase {
   std::vector<std::string> inputs;
   int64_t image_size = 28, channels = 1;
   LogMelConfig mel;
   bool f16 = false;
-  std::string tokenizer = "gpt2", data_dir;
-  PrepOutput out;
   void validate() const;
 };
 

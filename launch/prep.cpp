@@ -23,14 +23,9 @@ const char* kPrepUsage =
     "  audio    WAV files + transcripts -> log-mel audio/transcript documents\n"
     "  mix      JSON lines manifests of interleaved text, image and audio segments\n";
 
-// Options every pipeline shares; threads and quiet are applied by run().
-struct Common {
-  io::PrepOutput out;
-  std::string tokenizer = "gpt2", data_dir;
-  int threads = 0;
-};
-
-void add_common(po::options_description& desc, Common& c) {
+// Options every pipeline shares (io::PrepBase, plus --threads and --quiet, which run()
+// applies).
+void add_common(po::options_description& desc, io::PrepBase& c, int& threads) {
   desc.add_options()("help,h", "print this help and exit")(
       "out", po::value<std::string>(&c.out.out_dir), "output directory for the shards")(
       "prefix", po::value<std::string>(&c.out.prefix)->default_value(c.out.prefix), "shard file name prefix")(
@@ -41,7 +36,7 @@ void add_common(po::options_description& desc, Common& c) {
       "split recorded for the documents: train, validation or test")(
       "tokenizer", po::value<std::string>(&c.tokenizer)->default_value(c.tokenizer), "gpt2 or byte")(
       "data-dir", po::value<std::string>(&c.data_dir), "tokenizer files directory (default: the bundled data/)")(
-      "threads", po::value<int>(&c.threads)->default_value(0), "worker threads; 0 = all cores")(
+      "threads", po::value<int>(&threads)->default_value(0), "worker threads; 0 = all cores")(
       "overwrite", po::bool_switch(&c.out.overwrite), "replace shards <prefix>-*.h5 already in --out")(
       "quiet", "no progress output");
 }
@@ -59,25 +54,26 @@ void add_mel(po::options_description& desc, io::LogMelConfig& m, bool& f16) {
 }
 
 // Parses, applies the common options and runs the pipeline; prints its summary.
-template <typename Run>
-int run(const std::vector<std::string>& args, po::options_description& desc, Common& c, const char* name, Run&& pipeline) {
+template <typename Config>
+int run(const std::vector<std::string>& args, po::options_description& desc, Config& cfg, int threads,
+        const char* name, io::PrepStats (*pipeline)(const Config&)) {
   po::variables_map vm;
   if (!parse_command_line(args, desc, vm)) return 0;
-  CASTOR_CHECK(c.threads >= 0, "--threads must be >= 0 (got ", c.threads, ")");
-  if (c.threads > 0) kernels::cpu::set_num_threads(c.threads);
-  c.out.progress = vm.count("quiet") == 0;
-  const io::PrepStats s = pipeline();
-  std::printf("%s\n", s.summary(name, c.out.out_dir).c_str());
+  CASTOR_CHECK(threads >= 0, "--threads must be >= 0 (got ", threads, ")");
+  if (threads > 0) kernels::cpu::set_num_threads(threads);
+  cfg.out.progress = vm.count("quiet") == 0;
+  const io::PrepStats s = pipeline(cfg);
+  std::printf("%s\n", s.summary(name, cfg.out.out_dir).c_str());
   return 0;
 }
 
 int prep_text(const std::vector<std::string>& args) {
   io::PrepTextConfig cfg;
-  Common c;
+  int threads = 0;
   po::options_description desc(
       "castor prep text: tokenize plain text or JSON lines into HDF5 shards.\n"
       "Usage: castor prep text --input FILE [FILE ...] --out DIR [options]");
-  add_common(desc, c);
+  add_common(desc, cfg, threads);
   desc.add_options()("input", po::value<std::vector<std::string>>(&cfg.inputs)->multitoken(),
                      "input files (.txt or .jsonl)")(
       "format", po::value<std::string>(&cfg.format)->default_value(cfg.format), "auto (by extension), text or jsonl")(
@@ -85,22 +81,17 @@ int prep_text(const std::vector<std::string>& args) {
       "text documents end at a blank line, every line, or the end of the file (blank|line|file)")(
       "jsonl-key", po::value<std::string>(&cfg.jsonl_key)->default_value(cfg.jsonl_key),
       "JSON lines: the string field holding the document");
-  return run(args, desc, c, "text", [&] {
-    cfg.out = c.out;
-    cfg.tokenizer = c.tokenizer;
-    cfg.data_dir = c.data_dir;
-    return io::prep_text(cfg);
-  });
+  return run(args, desc, cfg, threads, "text", &io::prep_text);
 }
 
 int prep_images(const std::vector<std::string>& args) {
   io::PrepImagesConfig cfg;
-  Common c;
+  int threads = 0;
   po::options_description desc(
       "castor prep images: images with captions -> HDF5 shards of (image, caption) documents.\n"
       "Usage: castor prep images --idx-images F --idx-labels F --class-names F --out DIR [options]\n"
       "   or: castor prep images --manifest TSV --out DIR [options]   (lines \"<png path>\\t<caption>\")");
-  add_common(desc, c);
+  add_common(desc, cfg, threads);
   desc.add_options()("idx-images", po::value<std::string>(&cfg.idx_images),
                      "IDX image file (MNIST format, .gz accepted)")(
       "idx-labels", po::value<std::string>(&cfg.idx_labels), "IDX label file matching --idx-images")(
@@ -112,53 +103,38 @@ int prep_images(const std::vector<std::string>& args) {
       "images are resized (shorter side) and centre-cropped to size x size")(
       "channels", po::value<int64_t>(&cfg.channels)->default_value(cfg.channels), "1 (gray) or 3 (RGB)")(
       "limit", po::value<int64_t>(&cfg.limit)->default_value(cfg.limit), "only the first N images (0 = all)");
-  return run(args, desc, c, "images", [&] {
-    cfg.out = c.out;
-    cfg.tokenizer = c.tokenizer;
-    cfg.data_dir = c.data_dir;
-    return io::prep_images(cfg);
-  });
+  return run(args, desc, cfg, threads, "images", &io::prep_images);
 }
 
 int prep_audio(const std::vector<std::string>& args) {
   io::PrepAudioConfig cfg;
-  Common c;
+  int threads = 0;
   po::options_description desc(
       "castor prep audio: WAV files with transcripts -> HDF5 shards of (log-mel audio, transcript) documents.\n"
       "Usage: castor prep audio --manifest TSV --out DIR [options]   (lines \"<wav path>\\t<transcript>\")");
-  add_common(desc, c);
+  add_common(desc, cfg, threads);
   desc.add_options()("manifest", po::value<std::string>(&cfg.manifest),
                      "TSV of WAV paths (relative to it) and transcripts")(
       "limit", po::value<int64_t>(&cfg.limit)->default_value(cfg.limit), "only the first N clips (0 = all)");
   add_mel(desc, cfg.mel, cfg.f16);
-  return run(args, desc, c, "audio", [&] {
-    cfg.out = c.out;
-    cfg.tokenizer = c.tokenizer;
-    cfg.data_dir = c.data_dir;
-    return io::prep_audio(cfg);
-  });
+  return run(args, desc, cfg, threads, "audio", &io::prep_audio);
 }
 
 int prep_mix(const std::vector<std::string>& args) {
   io::PrepMixConfig cfg;
-  Common c;
+  int threads = 0;
   po::options_description desc(
       "castor prep mix: JSON lines manifests of interleaved documents -> HDF5 shards.\n"
       "Each line: {\"segments\": [{\"text\": \"...\"}, {\"image\": \"a.png\", \"pair\": 2}, {\"audio\": \"b.wav\"}, ...],\n"
       "\"split\": \"train\"} (or just the array); paths are relative to the manifest; see docs/data-format.md.\n"
       "Usage: castor prep mix --input MANIFEST [MANIFEST ...] --out DIR [options]");
-  add_common(desc, c);
+  add_common(desc, cfg, threads);
   desc.add_options()("input", po::value<std::vector<std::string>>(&cfg.inputs)->multitoken(),
                      "JSON lines manifests")("size", po::value<int64_t>(&cfg.image_size)->default_value(cfg.image_size),
                                              "images are resized and centre-cropped to size x size")(
       "channels", po::value<int64_t>(&cfg.channels)->default_value(cfg.channels), "1 (gray) or 3 (RGB)");
   add_mel(desc, cfg.mel, cfg.f16);
-  return run(args, desc, c, "mix", [&] {
-    cfg.out = c.out;
-    cfg.tokenizer = c.tokenizer;
-    cfg.data_dir = c.data_dir;
-    return io::prep_mix(cfg);
-  });
+  return run(args, desc, cfg, threads, "mix", &io::prep_mix);
 }
 
 }  // namespace
