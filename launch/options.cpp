@@ -121,10 +121,19 @@ bool parse_train_options(const std::vector<std::string>& args, TrainOptions& out
   data.add_options()("data.train", opt(&o.train.train_data), "training shards: a .h5 file or a directory of them")(
       "data.val", opt(&o.train.val_data), "validation shards (file or directory); empty = none");
 
+  po::options_description parallel("Parallelism [parallel] (under mpirun / srun)");
+  parallel.add_options()("parallel.tp", opt(&o.parallel.tp), "tensor-parallel degree (1 in this version)")(
+      "parallel.dp", opt(&o.parallel.dp), "data-parallel degree; 0 = world size / (tp * pp)")(
+      "parallel.pp", opt(&o.parallel.pp), "pipeline-parallel degree (1 in this version)")(
+      "parallel.ep", opt(&o.parallel.ep), "expert-parallel degree (divides dp; 1 in this version)")(
+      "parallel.zero", opt(&o.parallel.zero), "ZeRO stage: 0 = replicated optimizer states")(
+      "parallel.bucket_mb", opt(&o.parallel.bucket_mb), "gradient all-reduce bucket size (MB)")(
+      "parallel.timeout", opt(&o.parallel.timeout_s), "seconds a collective may wait before the job aborts");
+
   po::options_description all("castor train: train a decoder-only transformer on HDF5 token shards.\n"
                               "Usage: castor train [--config FILE.ini] [--section.key VALUE ...]\n"
                               "Command-line values override the config file");
-  all.add(general).add(model).add(optim).add(train).add(data);
+  all.add(general).add(model).add(optim).add(train).add(data).add(parallel);
 
   po::variables_map vm;
   try {

@@ -14,6 +14,7 @@ struct TrainOptions {
   ModelConfig model;
   OptimConfig optim;
   TrainConfig train;
+  ParallelConfig parallel;
 };
 
 // Parses `castor train` arguments (argv[0] is the subcommand). Returns false when
