@@ -51,9 +51,6 @@ int run_cli(int argc, char** argv) {
   const int world = mpi ? mpi->world_size() : 1;
   std::vector<std::string> words(argv + 1, argv + argc);
   try {
-    if (world > 1)
-      CASTOR_FAIL("this version of castor train runs on 1 rank; got ", world,
-                  " (data, tensor and expert parallelism are on the roadmap)");
     return dispatch(words);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "castor: error: rank %d: %s\n", rank, e.what());

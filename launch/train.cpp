@@ -1,6 +1,7 @@
-// The training loop of `castor train` (single process in this version; data, tensor and
-// expert parallelism arrive with the distributed issues). One log line per log step on
-// rank 0: step, loss, lr, grad norm, tokens/s, MFU, peak memory; metrics.jsonl in out_dir.
+// The training loop of `castor train`, alone or under mpirun with data parallelism: each
+// dp rank reads its slice of the global batch, gradients are summed over dp in buckets,
+// and every rank applies the same update. Rank 0 logs (step, loss, lr, grad norm,
+// tokens/s, MFU, peak memory), writes metrics.jsonl and checkpoints.
 #include "launch/commands.h"
 
 #include <chrono>
@@ -18,6 +19,9 @@
 #include "kernels/cpu/gemm.h"
 #include "launch/metrics.h"
 #include "launch/options.h"
+#include "parallel/mesh.h"
+#include "parallel/mpi_comm.h"
+#include "parallel/process_groups.h"
 
 namespace castor::launch {
 namespace {
@@ -59,6 +63,18 @@ class MetricsLog {
   std::ofstream file_;
 };
 
+// Sums the gradient arena over the dp group: buckets of bucket_elems, all started
+// before any is waited on (from the end of the arena, where backward finishes first).
+void sync_gradients(Communicator& dp, float* grads, size_t n, size_t bucket_elems) {
+  std::vector<CommHandle> pending;
+  for (size_t end = n; end > 0;) {
+    const size_t begin = end > bucket_elems ? end - bucket_elems : 0;
+    pending.push_back(dp.iall_reduce(grads + begin, end - begin, CommType::f32, ReduceOp::kSum));
+    end = begin;
+  }
+  for (auto& h : pending) h->wait();
+}
+
 }  // namespace
 
 int train_command(const std::vector<std::string>& args) {
@@ -67,6 +83,19 @@ int train_command(const std::vector<std::string>& args) {
   ModelConfig& mc = opt.model;
   const TrainConfig& tc = opt.train;
   opt.optim.validate();
+  opt.parallel.validate();
+
+  // The process layout: validated before any work, with every degree in the message.
+  parallel::MpiComm world(MPI_COMM_WORLD, "world", opt.parallel.timeout_s);
+  const parallel::Mesh mesh({opt.parallel.tp, opt.parallel.dp, opt.parallel.pp, opt.parallel.ep}, world.size());
+  CASTOR_CHECK(mesh.shape().tp == 1 && mesh.shape().pp == 1 && mesh.shape().ep == 1, "layout ",
+               mesh.shape().str(), " on ", world.size(),
+               " ranks: this version trains with data parallelism only (tensor, pipeline and expert parallelism "
+               "come next); use --parallel.tp 1 --parallel.pp 1 --parallel.ep 1");
+  const parallel::ProcessGroups groups = parallel::ProcessGroups::build(mesh, world);
+  const int dp = mesh.shape().dp;
+  const bool lead = world.rank() == 0;
+  if (!lead) std::freopen("/dev/null", "w", stdout);  // rank 0 logs; errors still go to stderr
 
   auto backend = make_cpu_backend(tc.threads);
   CASTOR_CHECK(!tc.train_data.empty(), "--data.train is required (a shard file or a directory of shards)");
@@ -76,6 +105,8 @@ int train_command(const std::vector<std::string>& args) {
   lo.seq_len = tc.seq_len;
   lo.batch_size = tc.micro_batch;
   lo.seed = tc.seed;
+  lo.dp_rank = groups.coord.dp;
+  lo.dp_size = dp;
   io::Loader train_data(tc.train_data, lo);
   if (mc.vocab_size == 0) mc.vocab_size = train_data.vocab_size();
   CASTOR_CHECK(mc.vocab_size >= train_data.vocab_size(), "--model.vocab_size (", mc.vocab_size,
@@ -86,6 +117,8 @@ int train_command(const std::vector<std::string>& args) {
   std::unique_ptr<io::Loader> val_data;
   if (!tc.val_data.empty()) {
     lo.shuffle = false;
+    lo.dp_rank = 0;  // every rank evaluates the same windows: the value does not depend on dp
+    lo.dp_size = 1;
     val_data = std::make_unique<io::Loader>(tc.val_data, lo);
     CASTOR_CHECK(val_data->tokenizer() == train_data.tokenizer(), "--data.val: tokenizer ", val_data->tokenizer(),
                  " differs from --data.train's ", train_data.tokenizer());
@@ -121,16 +154,19 @@ int train_command(const std::vector<std::string>& args) {
               static_cast<long long>(mc.d_model), static_cast<long long>(mc.n_heads),
               static_cast<long long>(mc.kv_heads()), static_cast<long long>(mc.vocab_size),
               double(store.numel()) / 1e6, double(mc.non_embedding_params()) / 1e6);
-  std::printf("data: %lld training tokens (%lld sequences of %lld), tokenizer %s; batch %lld x %lld x accum %lld\n",
+  std::printf("data: %lld training tokens (%lld sequences of %lld), tokenizer %s; batch %lld x %lld x accum %lld x dp %d\n",
               static_cast<long long>(train_data.stream_positions()), static_cast<long long>(train_data.windows_per_epoch()),
               static_cast<long long>(T), train_data.tokenizer().c_str(), static_cast<long long>(B),
-              static_cast<long long>(T), static_cast<long long>(tc.grad_accum));
+              static_cast<long long>(T), static_cast<long long>(tc.grad_accum), dp);
+  std::printf("layout: %s on %d ranks\n", mesh.shape().str().c_str(), world.size());
   std::printf("threads: %d, measured SGEMM peak %.1f GFLOP/s (MFU reference)\n", kernels::cpu::num_threads(),
               peak_flops / 1e9);
   std::fflush(stdout);
 
-  MetricsLog metrics(tc.out_dir);
-  const float grad_scale = 1.0f / float(B * T * tc.grad_accum);
+  MetricsLog metrics(lead ? tc.out_dir : std::string());
+  // The mean over the global batch: dp ranks x accumulation x B x T tokens.
+  const float grad_scale = 1.0f / float(B * T * tc.grad_accum * dp);
+  const size_t bucket_elems = std::max<size_t>(1, size_t(opt.parallel.bucket_mb * 1e6 / sizeof(float)));
   auto t_log = Clock::now();
   const auto t_start = Clock::now();
   int64_t tokens_since_log = 0, tokens_total = 0;
@@ -144,7 +180,7 @@ int train_command(const std::vector<std::string>& args) {
     metrics.write("{\"step\": %lld, \"val_loss\": %.6f}", static_cast<long long>(step), last_val);
   };
   auto save = [&](int64_t step) {
-    if (tc.out_dir.empty()) return;
+    if (tc.out_dir.empty() || !lead) return;  // every rank holds the same state
     state.step = step;
     state.cursor = train_data.cursor();
     const std::string path = io::checkpoint_path(tc.out_dir, step);
@@ -165,6 +201,13 @@ int train_command(const std::vector<std::string>& args) {
       loss_sum += r.loss_sum;
       count += r.count;
     }
+    if (dp > 1) {
+      sync_gradients(*groups.dp, store.grads(), store.numel(), bucket_elems);
+      double sums[2] = {loss_sum, double(count)};
+      groups.dp->all_reduce(sums, 2, ReduceOp::kSum);
+      loss_sum = sums[0];
+      count = int64_t(sums[1]);
+    }
     const double loss = loss_sum / double(count);
     CASTOR_CHECK(std::isfinite(loss), "training loss is not finite at step ", step + 1, " (", loss,
                  "); lower --optim.lr or check the data");
@@ -172,14 +215,14 @@ int train_command(const std::vector<std::string>& args) {
     const float lr = learning_rate(opt.optim, step, tc.steps);
     optim.step(lr, norm);
     last_loss = loss;
-    tokens_since_log += B * T * tc.grad_accum;
-    tokens_total += B * T * tc.grad_accum;
+    tokens_since_log += B * T * tc.grad_accum * dp;
+    tokens_total += B * T * tc.grad_accum * dp;
 
     const int64_t done = step + 1;
     if (done % tc.log_every == 0 || done == tc.steps) {
       const double dt = seconds_since(t_log);
       const double tps = double(tokens_since_log) / dt;
-      const double mfu = tps * flops_per_token / peak_flops;
+      const double mfu = tps / dp * flops_per_token / peak_flops;  // per rank, against one rank's peak
       std::printf("step %6lld/%lld | loss %.6f | lr %.4e | grad norm %.4f | %.0f tok/s | MFU %.1f%% | peak mem %.0f MiB\n",
                   static_cast<long long>(done), static_cast<long long>(tc.steps), loss, double(lr), norm, tps,
                   100.0 * mfu, double(peak_rss_bytes()) / (1 << 20));

@@ -30,17 +30,22 @@ with tempdir() as tmp:
     p = run(base, check=False)
     check(p.returncode == 0 and "done: 2 steps" in p.stdout, f"baseline trains: {p.stderr.strip()}")
 
-    # Under mpirun: one rank trains; more ranks are refused (this version) and the job ends.
+    # Under mpirun: one rank trains; a layout that does not fit is refused before any work.
     import subprocess
     from castor_testing import castor_bin
     mpi_env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OMP_NUM_THREADS="1")
     p = subprocess.run(["mpirun", "--oversubscribe", "-np", "1", castor_bin()] + base, capture_output=True,
                        text=True, env=mpi_env, timeout=120)
     check(p.returncode == 0 and "done: 2 steps" in p.stdout, f"trains under mpirun -np 1: {p.stderr.strip()[-300:]}")
-    p = subprocess.run(["mpirun", "--oversubscribe", "-np", "2", castor_bin()] + base, capture_output=True,
-                       text=True, env=mpi_env, timeout=120)
-    check(p.returncode != 0 and "castor: error: rank 0: this version of castor train runs on 1 rank" in p.stderr,
-          f"mpirun -np 2 is refused with a clear error (exit {p.returncode})")
+    p = subprocess.run(["mpirun", "--oversubscribe", "-np", "2", castor_bin()] + base + ["--parallel.dp", "3"],
+                       capture_output=True, text=True, env=mpi_env, timeout=120)
+    check(p.returncode != 0 and "castor: error: rank" in p.stderr and "dp=3" in p.stderr and "2" in p.stderr,
+          f"mpirun -np 2 with --parallel.dp 3 is refused naming the layout (exit {p.returncode}): "
+          f"{p.stderr.strip()[:300]}")
+    p = subprocess.run(["mpirun", "--oversubscribe", "-np", "2", castor_bin()] + base + ["--parallel.tp", "2"],
+                       capture_output=True, text=True, env=mpi_env, timeout=120)
+    check(p.returncode != 0 and "data parallelism only" in p.stderr,
+          f"tensor parallelism is refused in this version (exit {p.returncode}): {p.stderr.strip()[:300]}")
 
     expect_error("negative lr", base + ["--optim.lr=-0.001"], "--optim.lr must be positive")
     expect_error("heads not dividing d_model", base + ["--model.n_heads", "3"],
