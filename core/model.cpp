@@ -22,8 +22,11 @@ Transformer::Transformer(const ModelConfig& cfg, ParamStore& store, Backend& bac
   wte_ = store.add(gpt2 ? "transformer.wte.weight" : "model.embed_tokens.weight", {V, C},
                    Init::normal(cfg.init_std), true);
   if (gpt2) wpe_ = store.add("transformer.wpe.weight", {cfg.max_seq_len, C}, Init::normal(cfg.init_std), true);
-  for (int64_t l = 0; l < cfg.n_layers; ++l)
+  for (int64_t l = 0; l < cfg.n_layers; ++l) {
+    block_offset_.push_back(store.numel());
     blocks_.push_back(std::make_unique<nn::Block>(store, backend, cfg, l, max_B, max_T));
+  }
+  norm_offset_ = store.numel();
   norm_f_ = std::make_unique<nn::Norm>(store, backend, rows, C, cfg.family,
                                        gpt2 ? "transformer.ln_f" : "model.norm", cfg.norm_eps);
   head_ = cfg.tied_embeddings() ? wte_ : store.add("lm_head.weight", {V, C}, Init::normal(cfg.init_std), true);
@@ -65,13 +68,21 @@ kc::XentResult Transformer::forward(const int32_t* ids, const int32_t* targets, 
   return r;
 }
 
-void Transformer::backward() {
+void Transformer::backward(const std::function<void(size_t)>& grads_ready) {
   CASTOR_CHECK(pending_backward_, "Transformer::backward without a training forward");
   pending_backward_ = false;
+  auto ready = [&](size_t offset) {
+    if (grads_ready) grads_ready(offset);
+  };
   Tensor d = norm_f_->backward(pass_, nn::rows_view(dhidden_.f32(), pass_.rows(), cfg_.d_model));
-  for (auto it = blocks_.rbegin(); it != blocks_.rend(); ++it) d = (*it)->backward(pass_, d);
+  ready(norm_offset_);  // final norm and an untied head (its gradient came with forward)
+  for (size_t l = blocks_.size(); l-- > 0;) {
+    d = blocks_[l]->backward(pass_, d);
+    ready(block_offset_[l]);
+  }
   CASTOR_KERNEL_CHECK(kc::embedding_backward(wte_->g, wpe_ ? wpe_->g : nullptr, d.f32(), ids_, pass_.rows(),
                                              pass_.T, cfg_.d_model, cfg_.vocab_size));
+  ready(0);
 }
 
 void Transformer::last_logits(const int32_t* ids, int64_t B, int64_t T, float* logits) {

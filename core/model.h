@@ -3,6 +3,7 @@
 // The fused head produces its gradients during forward, so a training step is
 // forward(ids, targets, grad_scale) then backward(); evaluation passes no grad_scale.
 #pragma once
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -24,7 +25,11 @@ class Transformer {
   // must follow before the next forward.
   kernels::cpu::XentResult forward(const int32_t* ids, const int32_t* targets, int64_t B, int64_t T,
                                    const float* grad_scale);
-  void backward();
+  // grads_ready(offset), when given, is called as backward goes: every gradient at arena
+  // offset >= offset is final (data parallelism starts reducing those buckets while the
+  // rest of backward runs). Arena order is registration order: embeddings, blocks, final
+  // norm, head; backward finishes it from the end.
+  void backward(const std::function<void(size_t)>& grads_ready = nullptr);
 
   // Next-token logits (V floats) at the last position of each of the B rows.
   void last_logits(const int32_t* ids, int64_t B, int64_t T, float* logits);
@@ -41,6 +46,8 @@ class Transformer {
   Param* wpe_ = nullptr;
   Param* head_ = nullptr;  // == wte_ when tied
   std::vector<std::unique_ptr<nn::Block>> blocks_;
+  std::vector<size_t> block_offset_;  // arena offset of each block's first parameter
+  size_t norm_offset_ = 0;            // ... of the final norm's
   std::unique_ptr<nn::Norm> norm_f_;
   Buffer emb_, dhidden_, head_scratch_;
   int64_t head_chunk_ = 0;

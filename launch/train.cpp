@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <vector>
 
 #include "core/model.h"
@@ -19,6 +20,7 @@
 #include "kernels/cpu/gemm.h"
 #include "launch/metrics.h"
 #include "launch/options.h"
+#include "parallel/grad_sync.h"
 #include "parallel/mesh.h"
 #include "parallel/mpi_comm.h"
 #include "parallel/process_groups.h"
@@ -62,18 +64,6 @@ class MetricsLog {
  private:
   std::ofstream file_;
 };
-
-// Sums the gradient arena over the dp group: buckets of bucket_elems, all started
-// before any is waited on (from the end of the arena, where backward finishes first).
-void sync_gradients(Communicator& dp, float* grads, size_t n, size_t bucket_elems) {
-  std::vector<CommHandle> pending;
-  for (size_t end = n; end > 0;) {
-    const size_t begin = end > bucket_elems ? end - bucket_elems : 0;
-    pending.push_back(dp.iall_reduce(grads + begin, end - begin, CommType::f32, ReduceOp::kSum));
-    end = begin;
-  }
-  for (auto& h : pending) h->wait();
-}
 
 }  // namespace
 
@@ -158,7 +148,10 @@ int train_command(const std::vector<std::string>& args) {
               static_cast<long long>(train_data.stream_positions()), static_cast<long long>(train_data.windows_per_epoch()),
               static_cast<long long>(T), train_data.tokenizer().c_str(), static_cast<long long>(B),
               static_cast<long long>(T), static_cast<long long>(tc.grad_accum), dp);
-  std::printf("layout: %s on %d ranks\n", mesh.shape().str().c_str(), world.size());
+  const size_t bucket_elems = std::max<size_t>(1, size_t(opt.parallel.bucket_mb * 1e6 / sizeof(float)));
+  std::printf("layout: %s on %d ranks; gradient buckets: %zu of up to %.3g MB, reduced during backward\n",
+              mesh.shape().str().c_str(), world.size(), (store.numel() + bucket_elems - 1) / bucket_elems,
+              opt.parallel.bucket_mb);
   std::printf("threads: %d, measured SGEMM peak %.1f GFLOP/s (MFU reference)\n", kernels::cpu::num_threads(),
               peak_flops / 1e9);
   std::fflush(stdout);
@@ -166,7 +159,6 @@ int train_command(const std::vector<std::string>& args) {
   MetricsLog metrics(lead ? tc.out_dir : std::string());
   // The mean over the global batch: dp ranks x accumulation x B x T tokens.
   const float grad_scale = 1.0f / float(B * T * tc.grad_accum * dp);
-  const size_t bucket_elems = std::max<size_t>(1, size_t(opt.parallel.bucket_mb * 1e6 / sizeof(float)));
   auto t_log = Clock::now();
   const auto t_start = Clock::now();
   int64_t tokens_since_log = 0, tokens_total = 0;
@@ -190,6 +182,7 @@ int train_command(const std::vector<std::string>& args) {
 
   const int64_t first_step = state.step;
   io::Batch batch;  // reused: the loader refills its buffers
+  std::optional<parallel::GradientBuckets> buckets;
   for (int64_t step = first_step; step < tc.steps; ++step) {
     store.zero_grads();
     double loss_sum = 0.0;
@@ -197,12 +190,18 @@ int train_command(const std::vector<std::string>& args) {
     for (int64_t micro = 0; micro < tc.grad_accum; ++micro) {
       train_data.next(batch);
       auto r = model.forward(batch.ids.data(), batch.targets.data(), B, T, &grad_scale);
-      model.backward();
+      if (dp > 1 && micro + 1 == tc.grad_accum) {
+        // Only the last micro-batch synchronises; its buckets reduce while backward runs.
+        buckets.emplace(*groups.dp, store.grads(), store.numel(), bucket_elems);
+        model.backward([&](size_t ready_from) { buckets->ready_from(ready_from); });
+        buckets->finish();
+      } else {
+        model.backward();
+      }
       loss_sum += r.loss_sum;
       count += r.count;
     }
     if (dp > 1) {
-      sync_gradients(*groups.dp, store.grads(), store.numel(), bucket_elems);
       double sums[2] = {loss_sum, double(count)};
       groups.dp->all_reduce(sums, 2, ReduceOp::kSum);
       loss_sum = sums[0];

@@ -63,7 +63,7 @@ with tempdir() as tmp:
         wa, wb = weights(os.path.join(tmp, f"{family}-dp2")), weights(os.path.join(tmp, f"{family}-dp1"))
         worst = max(float(np.max(np.abs(wa[k] - wb[k]))) for k in wb)
         check(set(wa) == set(wb) and worst < 1e-4, f"{family}: final weights agree, max abs diff {worst:.2e}")
-        check("dp 2" in two[2] and "layout: tp=1 dp=2 pp=1 ep=1 on 2 ranks" in two[2],
+        check("dp 2" in two[2] and "layout: tp=1 dp=2 pp=1 ep=1 on 2 ranks;" in two[2],
               f"{family}: the log names the layout")
         if family == "gpt2":
             # Layout-free checkpoints: 4 steps on dp=1 x accum 2, then resume on dp=2.
@@ -76,6 +76,13 @@ with tempdir() as tmp:
             wm = weights(mixed)
             worst = max(float(np.max(np.abs(wm[k] - wb[k]))) for k in wb)
             check(worst < 1e-4, f"resumed under another dp: final weights agree, max abs diff {worst:.2e}")
+    # Small buckets (1 KB): many all-reduces start while backward still runs.
+    small = train(2, ["--parallel.bucket_mb", "0.001"], os.path.join(tmp, "small-buckets"), data, val)
+    one_small = train(1, ["--train.grad_accum", "2"], os.path.join(tmp, "small-ref"), data, val)
+    compare("gpt2: dp=2 with 1 KB buckets vs dp=1 x accum 2", small, one_small, 1e-4)
+    check(re.search(r"gradient buckets: (\d+)", small[2]) and int(re.search(r"gradient buckets: (\d+)",
+                                                                            small[2]).group(1)) > 10,
+          "the small-bucket run reduces in many buckets")
     four = train(4, ["--train.grad_accum", "1"], os.path.join(tmp, "dp4"), data, val)
     one4 = train(1, ["--train.grad_accum", "4"], os.path.join(tmp, "dp1x4"), data, val)
     compare("gpt2: dp=4 vs dp=1 x accum 4", four, one4, 1e-4)
