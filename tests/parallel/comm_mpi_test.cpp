@@ -1,4 +1,4 @@
-// MpiComm under mpirun (registered for 2 and 4 ranks): every collective and point-to-point
+// MpiComm under mpirun (registered for 2 and 4 ranks; main in support/mpi_test_main.cpp): every collective and point-to-point
 // operation against values each rank computes independently, asynchronous operations in
 // flight together, sub-groups from split, and timeouts that name operation, group, rank
 // and bytes (the late peer then arrives, so the job ends cleanly).
@@ -165,13 +165,3 @@ TEST(MpiComm, BadArgumentsAreErrors) {
 
 }  // namespace
 }  // namespace castor::parallel
-
-// MPI is initialised once for all tests; every rank reports; the exit code is the worst
-// over all ranks, so a failure on any rank fails the test.
-int main(int argc, char** argv) {
-  castor::parallel::MpiSession mpi(&argc, &argv);
-  ::testing::InitGoogleTest(&argc, argv);
-  int rc = RUN_ALL_TESTS();
-  MPI_Allreduce(MPI_IN_PLACE, &rc, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
-  return rc;
-}

@@ -36,11 +36,3 @@ TEST(GradientBuckets, SumsEveryElementOnceForAnyBucketSize) {
 
 }  // namespace
 }  // namespace castor::parallel
-
-int main(int argc, char** argv) {
-  castor::parallel::MpiSession mpi(&argc, &argv);
-  ::testing::InitGoogleTest(&argc, argv);
-  int rc = RUN_ALL_TESTS();
-  MPI_Allreduce(MPI_IN_PLACE, &rc, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
-  return rc;
-}
