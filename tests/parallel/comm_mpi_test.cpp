@@ -1,7 +1,8 @@
-// MpiComm under mpirun (registered for 2 and 4 ranks; main in support/mpi_test_main.cpp): every collective and point-to-point
-// operation against values each rank computes independently, asynchronous operations in
-// flight together, sub-groups from split, and timeouts that name operation, group, rank
-// and bytes (the late peer then arrives, so the job ends cleanly).
+// MpiComm under mpirun (2 and 4 ranks; main() in support/mpi_test_main.cpp): every
+// collective and point-to-point operation against values each rank computes
+// independently, asynchronous operations in flight together, sub-groups from split, and
+// timeouts that name operation, group, rank and bytes (the late peer then arrives, so
+// the job ends cleanly).
 #include "parallel/mpi_comm.h"
 
 #include <gtest/gtest.h>
