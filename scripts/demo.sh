@@ -2,8 +2,8 @@
 # The end-to-end demo: install + build, prepare the King James Bible as GPT-2 token
 # shards (whole books held out for validation) and the multimodal corpora (Fashion-MNIST
 # with captions, spoken KJV verses, LibriVox speech for evaluation, fortunes, a mixed
-# manifest), verify them, then train a small GPT-2-family model and print the loss going
-# down and the final validation loss.
+# manifest), verify them, then train a small GPT-2-family model with data parallelism on
+# 2 ranks (mpirun) and print the loss going down and the final validation loss.
 # Usage: scripts/demo.sh [extra castor train options, e.g. --train.steps 100]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,5 +31,8 @@ $castor data verify "$data/train" "$data/val" "$media/shards"/*
 $castor data inspect "$media/shards/fmnist" "$media/shards/speech" "$media/shards/mix"
 
 rm -rf runs/demo
-$castor train --config examples/kjv-small.ini --data.train "$data/train" --data.val "$data/val" \
-  --train.out_dir runs/demo "$@"
+# Data parallel on 2 ranks, one thread each: each rank takes 4 of the 8 sequences of the
+# global batch (examples/kjv-small.ini: micro_batch 8), so the run matches one process.
+[ "$(id -u)" -eq 0 ] && export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+mpirun --oversubscribe -np 2 $castor train --config examples/kjv-small.ini --data.train "$data/train" \
+  --data.val "$data/val" --train.out_dir runs/demo --train.micro_batch 4 --train.threads 1 "$@"
