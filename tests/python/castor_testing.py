@@ -1,11 +1,26 @@
 """Shared helpers for the Python tests: locating the castor binary, running it, and
 making small real shards from the King James Bible (or a bundled fallback text)."""
+import glob
 import os
 import subprocess
 import sys
 import tempfile
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def test_tool(env_var, target):
+    """A test-only executable: $env_var if set, else the newest build*/tests/<target>."""
+    env = os.environ.get(env_var)
+    if env:
+        if not os.access(env, os.X_OK):
+            sys.exit(f"{env_var}={env} is not an executable file")
+        return env
+    found = sorted(glob.glob(os.path.join(REPO, "build*", "tests", target)), key=os.path.getmtime, reverse=True)
+    found = [f for f in found if os.access(f, os.X_OK)]
+    if not found:
+        sys.exit(f"{target} not found: set {env_var} or build it (cmake --build build --target {target})")
+    return found[0]
 
 
 def castor_bin():

@@ -4,7 +4,6 @@
 # torch.nn.functional.interpolate(mode="bilinear", antialias=True, align_corners=False) in float64
 # + the same channel conversion, center crop and rounding: max |diff| <= 1, mean |diff| < 0.05.
 # The tool is found through $CASTOR_IMAGE_TOOL (set by ctest), else under build*/tests/.
-import glob
 import os
 import subprocess
 import sys
@@ -14,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from castor_testing import REPO, check, finish, tempdir  # noqa: E402
+from castor_testing import check, finish, tempdir, test_tool  # noqa: E402
 
 # (height, width, channels, size, out_channels)
 CASES = [
@@ -34,17 +33,7 @@ CASES = [
 
 
 def find_tool():
-    env = os.environ.get("CASTOR_IMAGE_TOOL")
-    if env:
-        if not os.access(env, os.X_OK):
-            sys.exit(f"test_image_resize: CASTOR_IMAGE_TOOL={env} is not an executable file")
-        return env
-    found = sorted(glob.glob(os.path.join(REPO, "build*", "tests", "castor_image_tool")),
-                   key=os.path.getmtime, reverse=True)
-    if not found:
-        sys.exit("test_image_resize: castor_image_tool not found: set CASTOR_IMAGE_TOOL or build the "
-                 "target (cmake --build build --target castor_image_tool)")
-    return found[0]
+    return test_tool("CASTOR_IMAGE_TOOL", "castor_image_tool")
 
 
 def make_image(rng, h, w, c, smooth):

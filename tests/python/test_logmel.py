@@ -9,7 +9,6 @@
 # here by the stdlib wave module, by castor through libsndfile). Pass: max |castor - numpy|
 # < 2e-3 (log10 units) over bins whose reference value is > -6.
 # The tool is found through $CASTOR_LOGMEL_TOOL (set by ctest), else under build*/tests/.
-import glob
 import os
 import subprocess
 import sys
@@ -19,10 +18,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from castor_testing import check, finish  # noqa: E402
+from castor_testing import check, finish, test_tool  # noqa: E402
 from logmel_reference import DEFAULT, log_mel, power_spectrum, read_wav_stdlib  # noqa: E402
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TOL = 2e-3
 FLOOR = -6.0
 LIBRIVOX = "/usr/share/pocketsphinx/test/data/librivox/sense_and_sensibility_01_austen_64kb-0880.wav"
@@ -31,19 +29,7 @@ OTHER = dict(sample_rate=16000, n_fft=512, win_length=320, hop_length=128, n_mel
 
 
 def find_tool():
-    env = os.environ.get("CASTOR_LOGMEL_TOOL")
-    if env:
-        if not os.access(env, os.X_OK):
-            sys.exit(f"test_logmel: CASTOR_LOGMEL_TOOL={env} is not an executable file")
-        return env
-    candidates = [os.path.join(REPO, "build", "tests", "castor_logmel_tool")]
-    candidates += sorted(glob.glob(os.path.join(REPO, "build*", "tests", "castor_logmel_tool")),
-                         key=os.path.getmtime, reverse=True)
-    for c in candidates:
-        if os.access(c, os.X_OK):
-            return c
-    sys.exit("test_logmel: castor_logmel_tool not found: set CASTOR_LOGMEL_TOOL or build the target "
-             "(cmake --build build --target castor_logmel_tool)")
+    return test_tool("CASTOR_LOGMEL_TOOL", "castor_logmel_tool")
 
 
 # ---------------------------------------------------------------------------- reference

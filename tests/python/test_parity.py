@@ -10,7 +10,6 @@
 #
 # The tool is found through $CASTOR_PARITY_DUMP (set by ctest), else under the repository's
 # build*/tests/ folders.
-import glob
 import math
 import os
 import subprocess
@@ -23,27 +22,15 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import torch_reference as ref  # noqa: E402
+from castor_testing import test_tool  # noqa: E402
 
 TOL = 1e-4
 STEPS = 5
 DTYPE = torch.float64
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def find_tool():
-    env = os.environ.get("CASTOR_PARITY_DUMP")
-    if env:
-        if not os.access(env, os.X_OK):
-            sys.exit(f"test_parity: CASTOR_PARITY_DUMP={env} is not an executable file")
-        return env
-    candidates = [os.path.join(REPO, "build", "tests", "castor_parity_dump")]
-    candidates += sorted(glob.glob(os.path.join(REPO, "build*", "tests", "castor_parity_dump")),
-                         key=os.path.getmtime, reverse=True)
-    for c in candidates:
-        if os.access(c, os.X_OK):
-            return c
-    sys.exit("test_parity: castor_parity_dump not found: set CASTOR_PARITY_DUMP or build the target "
-             "(cmake --build build --target castor_parity_dump)")
+    return test_tool("CASTOR_PARITY_DUMP", "castor_parity_dump")
 
 
 def attr(group, name):
