@@ -5,7 +5,9 @@
 // is identical for any thread count.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
