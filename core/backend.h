@@ -18,6 +18,9 @@ class Backend {
   virtual void* allocate(size_t bytes) = 0;  // zero-initialised, 64-byte aligned
   virtual void free(void* p) = 0;
   virtual void copy(void* dst, const void* src, size_t bytes) = 0;
+  // The bytes read as zero afterwards; the backend may give the memory behind them back to
+  // the system until it is written again (ZeRO-2 releases reduced gradient buckets).
+  virtual void discard(void* p, size_t bytes) = 0;
   virtual void synchronize() = 0;
   // Bytes currently allocated and the peak since construction (memory reporting).
   virtual size_t allocated_bytes() const = 0;

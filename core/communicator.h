@@ -63,7 +63,8 @@ class Communicator {
   virtual CommHandle iall_reduce(void* data, size_t count, CommType t, ReduceOp op) = 0;
   // send holds size() blocks of recv_count; rank r receives the reduction of block r.
   virtual CommHandle ireduce_scatter(const void* send, void* recv, size_t recv_count, CommType t, ReduceOp op) = 0;
-  // recv receives size() blocks of send_count, block r from rank r.
+  // recv receives size() blocks of send_count, block r from rank r. send == nullptr: in
+  // place, this rank's block already sits at recv + rank() * send_count.
   virtual CommHandle iall_gather(const void* send, void* recv, size_t send_count, CommType t) = 0;
   // send_counts[r] elements go to rank r (blocks contiguous in send, in rank order);
   // recv_counts[r] elements arrive from rank r (contiguous in recv, in rank order).

@@ -89,7 +89,8 @@ void TrainConfig::validate(const ModelConfig& model) const {
 void ParallelConfig::validate() const {
   CASTOR_CHECK(tp >= 1 && pp >= 1 && ep >= 1 && dp >= 0, "--parallel.tp, dp, pp and ep must be >= 1 (dp may be 0: ",
                "derived from the world size); got tp=", tp, " dp=", dp, " pp=", pp, " ep=", ep);
-  CASTOR_CHECK(zero == 0, "--parallel.zero ", zero, ": only 0 is available in this version (ZeRO-1/2 come next)");
+  CASTOR_CHECK(zero >= 0 && zero <= 2, "--parallel.zero ", zero, ": expected 0 (replicated), 1 (sharded optimizer "
+               "states) or 2 (sharded gradients too)");
   CASTOR_CHECK(bucket_mb > 0, "--parallel.bucket_mb must be positive (got ", bucket_mb, ")");
   CASTOR_CHECK(timeout_s > 0, "--parallel.timeout must be positive (got ", timeout_s, ")");
 }

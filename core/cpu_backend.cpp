@@ -1,6 +1,10 @@
 // The cpu Backend: aligned, zeroed host allocations with byte accounting, and the
 // process thread pool size (OpenMP + OpenBLAS) set once at construction.
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <atomic>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
@@ -43,6 +47,20 @@ class CpuBackend final : public Backend {
     std::free(p);
   }
   void copy(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); }
+  void discard(void* p, size_t bytes) override {
+    // Whole pages inside the range go back to the kernel (private anonymous memory reads
+    // as zeros afterwards and is not resident until touched); the partial pages at the
+    // edges are zeroed by hand.
+    static const uintptr_t page = uintptr_t(sysconf(_SC_PAGESIZE));
+    const uintptr_t b = reinterpret_cast<uintptr_t>(p), e = b + bytes;
+    const uintptr_t pb = (b + page - 1) / page * page, pe = e / page * page;
+    if (pe <= pb || madvise(reinterpret_cast<void*>(pb), pe - pb, MADV_DONTNEED) != 0) {
+      std::memset(p, 0, bytes);
+      return;
+    }
+    std::memset(p, 0, pb - b);
+    std::memset(reinterpret_cast<void*>(pe), 0, e - pe);
+  }
   void synchronize() override {}
   size_t allocated_bytes() const override { return current_; }
   size_t peak_bytes() const override { return peak_; }

@@ -1,6 +1,7 @@
 // AdamW and the learning-rate schedule.
 #include "core/optimizer.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "kernels/cpu/optim.h"
@@ -17,25 +18,68 @@ float learning_rate(const OptimConfig& cfg, int64_t step, int64_t total_steps) {
   return float(cfg.min_lr + (cfg.lr - cfg.min_lr) * cosine);
 }
 
-AdamW::AdamW(const OptimConfig& cfg, ParamStore& store, Backend& backend) : cfg_(cfg), store_(store) {
-  cfg_.validate();
-  m_ = Buffer(backend, store.numel() * sizeof(float));
-  v_ = Buffer(backend, store.numel() * sizeof(float));
+ArenaShard ArenaShard::whole(size_t arena_elems) {
+  ArenaShard s;
+  s.ranges.push_back({0, arena_elems, 0});
+  s.elems = arena_elems;
+  return s;
 }
 
-double AdamW::grad_norm() const {
-  double ss = 0.0;
-  CASTOR_KERNEL_CHECK(kc::sum_squares(&ss, store_.grads(), int64_t(store_.numel())));
-  return std::sqrt(ss);
+bool ArenaShard::is_whole(size_t arena_elems) const {
+  return ranges.size() == 1 && ranges[0].arena_begin == 0 && ranges[0].arena_end == arena_elems &&
+         ranges[0].shard_offset == 0;
 }
+
+AdamW::AdamW(const OptimConfig& cfg, ParamStore& store, Backend& backend, ArenaShard shard, const float* grads)
+    : cfg_(cfg), store_(store), shard_(std::move(shard)), grads_(grads) {
+  cfg_.validate();
+  CASTOR_CHECK(store.allocated(), "AdamW: allocate the ParamStore first");
+  if (!grads_) {
+    CASTOR_CHECK(shard_.is_whole(store.arena_elems()), "AdamW: a partial shard needs its own gradient array");
+    grads_ = store.grads();
+  }
+  // Ranges in arena order, so that step() walks the params once.
+  std::sort(shard_.ranges.begin(), shard_.ranges.end(),
+            [](const auto& a, const auto& b) { return a.arena_begin < b.arena_begin; });
+  for (const auto& r : shard_.ranges)
+    CASTOR_CHECK(r.arena_begin <= r.arena_end && r.arena_end <= store.arena_elems() &&
+                     r.shard_offset + (r.arena_end - r.arena_begin) <= shard_.elems,
+                 "AdamW: shard range [", r.arena_begin, ", ", r.arena_end, ") does not fit the arena or the shard");
+  m_ = Buffer(backend, shard_.elems * sizeof(float));
+  v_ = Buffer(backend, shard_.elems * sizeof(float));
+}
+
+ArenaMoments AdamW::whole_moments() const {
+  CASTOR_CHECK(shard_.is_whole(store_.arena_elems()), "AdamW: this optimizer holds a shard of the moments");
+  return {m_.f32(), v_.f32()};
+}
+
+double AdamW::grad_sum_squares() const {
+  double ss = 0.0;
+  CASTOR_KERNEL_CHECK(kc::sum_squares(&ss, grads_, int64_t(shard_.elems)));
+  return ss;
+}
+
+double AdamW::grad_norm() const { return std::sqrt(grad_sum_squares()); }
 
 void AdamW::step(float lr, double grad_norm) {
   ++t_;
   float scale = 1.0f;
   if (cfg_.grad_clip > 0 && grad_norm > cfg_.grad_clip) scale = float(cfg_.grad_clip / grad_norm);
-  for (const Param& p : store_.params()) {
-    kc::AdamWHyper h{lr, cfg_.beta1, cfg_.beta2, cfg_.eps, p.decay ? cfg_.weight_decay : 0.0f, t_, scale};
-    CASTOR_KERNEL_CHECK(kc::adamw_step(p.w, p.g, m_.f32() + p.offset, v_.f32() + p.offset, p.numel(), h));
+  const auto& params = store_.params();
+  size_t pi = 0;  // params and ranges are both in arena order
+  for (const auto& r : shard_.ranges) {
+    while (pi < params.size() && params[pi].offset + size_t(params[pi].numel()) <= r.arena_begin) ++pi;
+    for (size_t k = pi; k < params.size() && params[k].offset < r.arena_end; ++k) {
+      const Param& p = params[k];
+      const size_t begin = std::max(r.arena_begin, p.offset);
+      const size_t end = std::min(r.arena_end, p.offset + size_t(p.numel()));
+      if (begin >= end) continue;
+      const size_t at = r.shard_offset + (begin - r.arena_begin);
+      kc::AdamWHyper h{lr, cfg_.beta1, cfg_.beta2, cfg_.eps, p.decay ? cfg_.weight_decay : 0.0f, t_, scale};
+      CASTOR_KERNEL_CHECK(kc::adamw_step(store_.weights() + begin, grads_ + at, m_.f32() + at, v_.f32() + at,
+                                         int64_t(end - begin), h));
+    }
   }
 }
 

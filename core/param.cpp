@@ -46,9 +46,11 @@ Param* ParamStore::add(std::string name, Shape shape, Init init, bool decay) {
   return &params_.back();
 }
 
-void ParamStore::allocate(Backend& backend) {
-  weights_ = Buffer(backend, numel_ * sizeof(float));
-  grads_ = Buffer(backend, numel_ * sizeof(float));
+void ParamStore::allocate(Backend& backend, size_t pad_to) {
+  CASTOR_CHECK(pad_to > 0, "ParamStore::allocate: pad_to must be positive");
+  arena_elems_ = (numel_ + pad_to - 1) / pad_to * pad_to;
+  weights_ = Buffer(backend, arena_elems_ * sizeof(float));
+  grads_ = Buffer(backend, arena_elems_ * sizeof(float));
   for (Param& p : params_) {
     p.w = weights_.f32() + p.offset;
     p.g = grads_.f32() + p.offset;
@@ -66,7 +68,7 @@ void ParamStore::initialize(uint64_t seed) {
   }
 }
 
-void ParamStore::zero_grads() { std::memset(grads_.data(), 0, numel_ * sizeof(float)); }
+void ParamStore::zero_grads() { std::memset(grads_.data(), 0, arena_elems_ * sizeof(float)); }
 
 Param* ParamStore::find(const std::string& name) {
   for (Param& p : params_)

@@ -40,7 +40,9 @@ class ParamStore {
   // Registers a parameter; params registered back to back are contiguous in the arena
   // (fused projections rely on this). Returns a pointer that stays valid.
   Param* add(std::string name, Shape shape, Init init, bool decay);
-  void allocate(Backend& backend);
+  // The arenas hold numel() elements rounded up to a multiple of pad_to (ZeRO splits
+  // every gradient bucket evenly over dp ranks); the padding stays zero.
+  void allocate(Backend& backend, size_t pad_to = 1);
   // Deterministic initialisation: each param draws from its own stream seeded by
   // (seed, name), so values do not depend on registration order or layout.
   void initialize(uint64_t seed);
@@ -50,6 +52,7 @@ class ParamStore {
   std::deque<Param>& params() { return params_; }
   Param* find(const std::string& name);
   size_t numel() const { return numel_; }
+  size_t arena_elems() const { return arena_elems_; }  // numel() plus padding
   float* weights() const { return weights_.f32(); }
   float* grads() const { return grads_.f32(); }
   bool allocated() const { return weights_.data() != nullptr; }
@@ -57,6 +60,7 @@ class ParamStore {
  private:
   std::deque<Param> params_;
   size_t numel_ = 0;
+  size_t arena_elems_ = 0;
   Buffer weights_, grads_;
 };
 

@@ -24,7 +24,7 @@ void write_model_config(CheckpointWriter& w, const ModelConfig& m) {
 }
 
 void save_checkpoint(const std::string& path, const ModelConfig& model, const ParamStore& store,
-                     const AdamW* optim, const TrainState& state) {
+                     const ArenaMoments* moments, const TrainState& state) {
   CheckpointWriter w(path);
   write_model_config(w, model);
   w.write_int64("train.step", state.step);
@@ -33,12 +33,12 @@ void save_checkpoint(const std::string& path, const ModelConfig& model, const Pa
   w.write_int64("loader.index", state.cursor.index);
   for (const Param& p : store.params()) {
     w.write_tensor("model/" + p.name, p.shape.dims(), p.w);
-    if (optim) {
-      w.write_tensor("optim/exp_avg/" + p.name, p.shape.dims(), optim->exp_avg() + p.offset);
-      w.write_tensor("optim/exp_avg_sq/" + p.name, p.shape.dims(), optim->exp_avg_sq() + p.offset);
+    if (moments) {
+      w.write_tensor("optim/exp_avg/" + p.name, p.shape.dims(), moments->exp_avg + p.offset);
+      w.write_tensor("optim/exp_avg_sq/" + p.name, p.shape.dims(), moments->exp_avg_sq + p.offset);
     }
   }
-  if (optim) w.write_int64("optim.step", optim->steps_taken());
+  if (moments) w.write_int64("optim.step", state.optim_steps);
   w.commit();
 }
 
@@ -64,8 +64,8 @@ ModelConfig read_model_config(const std::string& path) {
   return m;
 }
 
-void load_checkpoint(const std::string& path, const ModelConfig& model, ParamStore& store, AdamW* optim,
-                     TrainState* state) {
+void load_checkpoint(const std::string& path, const ModelConfig& model, ParamStore& store,
+                     const ArenaMoments* moments, TrainState* state) {
   const ModelConfig saved = read_model_config(path);
   auto same = [&](const char* field, auto a, auto b) {
     CASTOR_CHECK(a == b, path, ": checkpoint has --model.", field, " = ", a, " but the run has ", b);
@@ -81,13 +81,13 @@ void load_checkpoint(const std::string& path, const ModelConfig& model, ParamSto
   CheckpointReader r(path);
   for (Param& p : store.params()) {
     r.read_tensor("model/" + p.name, p.shape.dims(), p.w);
-    if (optim) {
-      r.read_tensor("optim/exp_avg/" + p.name, p.shape.dims(), optim->exp_avg() + p.offset);
-      r.read_tensor("optim/exp_avg_sq/" + p.name, p.shape.dims(), optim->exp_avg_sq() + p.offset);
+    if (moments) {
+      r.read_tensor("optim/exp_avg/" + p.name, p.shape.dims(), moments->exp_avg + p.offset);
+      r.read_tensor("optim/exp_avg_sq/" + p.name, p.shape.dims(), moments->exp_avg_sq + p.offset);
     }
   }
-  if (optim) optim->set_steps_taken(r.read_int64("optim.step"));
   if (state) {
+    if (moments) state->optim_steps = r.read_int64("optim.step");
     state->step = r.read_int64("train.step");
     state->seed = uint64_t(r.read_int64("train.seed"));
     state->cursor.epoch = r.read_int64("loader.epoch");

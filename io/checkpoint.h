@@ -15,7 +15,8 @@
 namespace castor::io {
 
 struct TrainState {
-  int64_t step = 0;  // optimizer steps completed
+  int64_t step = 0;  // training steps completed
+  int64_t optim_steps = 0;  // AdamW steps taken (bias correction)
   uint64_t seed = 0;
   LoaderCursor cursor;
 };
@@ -24,15 +25,17 @@ struct TrainState {
 // reads them back.
 void write_model_config(CheckpointWriter& w, const ModelConfig& model);
 
+// moments (whole-arena layout), when given, are stored as optim/exp_avg/<name> and
+// optim/exp_avg_sq/<name>, whatever sharding produced them.
 void save_checkpoint(const std::string& path, const ModelConfig& model, const ParamStore& store,
-                     const AdamW* optim, const TrainState& state);
+                     const ArenaMoments* moments, const TrainState& state);
 
 // The model config stored in a checkpoint (to rebuild the model before loading).
 ModelConfig read_model_config(const std::string& path);
 
-// Loads weights (and moments and state when optim/state are given). The checkpoint's
+// Loads weights (and moments, whole-arena layout, and state when given). The checkpoint's
 // model config must equal `model`; a mismatch names the field and both values.
-void load_checkpoint(const std::string& path, const ModelConfig& model, ParamStore& store, AdamW* optim,
-                     TrainState* state);
+void load_checkpoint(const std::string& path, const ModelConfig& model, ParamStore& store,
+                     const ArenaMoments* moments, TrainState* state);
 
 }  // namespace castor::io

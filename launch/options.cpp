@@ -126,7 +126,7 @@ bool parse_train_options(const std::vector<std::string>& args, TrainOptions& out
       "parallel.dp", opt(&o.parallel.dp), "data-parallel degree; 0 = world size / (tp * pp)")(
       "parallel.pp", opt(&o.parallel.pp), "pipeline-parallel degree (1 in this version)")(
       "parallel.ep", opt(&o.parallel.ep), "expert-parallel degree (divides dp; 1 in this version)")(
-      "parallel.zero", opt(&o.parallel.zero), "ZeRO stage: 0 = replicated optimizer states")(
+      "parallel.zero", opt(&o.parallel.zero), "ZeRO stage: 0 replicated optimizer states, 1 moments sharded over dp, 2 gradients sharded too")(
       "parallel.bucket_mb", opt(&o.parallel.bucket_mb), "gradient all-reduce bucket size (MB)")(
       "parallel.timeout", opt(&o.parallel.timeout_s), "seconds a collective may wait before the job aborts");
 

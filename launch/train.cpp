@@ -20,7 +20,7 @@
 #include "kernels/cpu/gemm.h"
 #include "launch/metrics.h"
 #include "launch/options.h"
-#include "parallel/grad_sync.h"
+#include "parallel/data_parallel.h"
 #include "parallel/mesh.h"
 #include "parallel/mpi_comm.h"
 #include "parallel/process_groups.h"
@@ -117,9 +117,11 @@ int train_command(const std::vector<std::string>& args) {
   const int64_t B = tc.micro_batch, T = tc.seq_len;
   ParamStore store;
   Transformer model(mc, store, *backend, B, T);
-  store.allocate(*backend);
+  store.allocate(*backend, parallel::DataParallel::arena_pad(dp));
   store.initialize(tc.seed);
-  AdamW optim(opt.optim, store, *backend);
+  const size_t bucket_elems = std::max<size_t>(1, size_t(opt.parallel.bucket_mb * 1e6 / sizeof(float)));
+  parallel::DataParallel sync(*groups.dp, store, *backend, opt.parallel.zero, bucket_elems);
+  AdamW optim = sync.make_optimizer(opt.optim);
 
   io::TrainState state;
   state.seed = tc.seed;
@@ -129,7 +131,16 @@ int train_command(const std::vector<std::string>& args) {
     if (latest.empty()) {
       std::printf("resume: no checkpoint in %s, starting from scratch\n", tc.out_dir.c_str());
     } else {
-      io::load_checkpoint(latest, mc, store, &optim, &state);
+      if (sync.stage() == 0) {
+        const ArenaMoments moments = optim.whole_moments();
+        io::load_checkpoint(latest, mc, store, &moments, &state);
+      } else {  // whole moments from the file, then this rank's shard of them
+        Buffer m(*backend, store.arena_elems() * sizeof(float)), v(*backend, store.arena_elems() * sizeof(float));
+        const ArenaMoments moments{m.f32(), v.f32()};
+        io::load_checkpoint(latest, mc, store, &moments, &state);
+        sync.scatter_moments(optim, moments);
+      }
+      optim.set_steps_taken(state.optim_steps);
       CASTOR_CHECK(state.seed == tc.seed, latest, ": checkpoint seed ", state.seed, " differs from --train.seed ",
                    tc.seed);
       train_data.set_cursor(state.cursor);
@@ -148,10 +159,14 @@ int train_command(const std::vector<std::string>& args) {
               static_cast<long long>(train_data.stream_positions()), static_cast<long long>(train_data.windows_per_epoch()),
               static_cast<long long>(T), train_data.tokenizer().c_str(), static_cast<long long>(B),
               static_cast<long long>(T), static_cast<long long>(tc.grad_accum), dp);
-  const size_t bucket_elems = std::max<size_t>(1, size_t(opt.parallel.bucket_mb * 1e6 / sizeof(float)));
-  std::printf("layout: %s on %d ranks; gradient buckets: %zu of up to %.3g MB, reduced during backward\n",
-              mesh.shape().str().c_str(), world.size(), (store.numel() + bucket_elems - 1) / bucket_elems,
-              opt.parallel.bucket_mb);
+  std::printf("layout: %s on %d ranks; %s\n", mesh.shape().str().c_str(), world.size(), sync.describe().c_str());
+  const parallel::StateMemory mem = sync.memory(optim);
+  constexpr double kMiB = 1024.0 * 1024.0;
+  std::printf("state per rank: weights %.1f MiB, gradients %.1f MiB%s, gradient shard %.1f MiB, "
+              "AdamW moments %.1f MiB; total %.1f MiB\n",
+              double(mem.weights) / kMiB, double(mem.grads) / kMiB,
+              sync.stage() == 2 ? " (buckets held only while being written)" : "", double(mem.shard_grads) / kMiB,
+              double(mem.moments) / kMiB, double(mem.total()) / kMiB);
   std::printf("threads: %d, measured SGEMM peak %.1f GFLOP/s (MFU reference)\n", kernels::cpu::num_threads(),
               peak_flops / 1e9);
   std::fflush(stdout);
@@ -172,32 +187,27 @@ int train_command(const std::vector<std::string>& args) {
     metrics.write("{\"step\": %lld, \"val_loss\": %.6f}", static_cast<long long>(step), last_val);
   };
   auto save = [&](int64_t step) {
-    if (tc.out_dir.empty() || !lead) return;  // every rank holds the same state
+    if (tc.out_dir.empty()) return;
+    const ArenaMoments moments = sync.gather_moments(optim);  // every rank joins under ZeRO
+    if (!lead) return;  // every rank now holds the same whole state
     state.step = step;
+    state.optim_steps = optim.steps_taken();
     state.cursor = train_data.cursor();
     const std::string path = io::checkpoint_path(tc.out_dir, step);
-    io::save_checkpoint(path, mc, store, &optim, state);
+    io::save_checkpoint(path, mc, store, &moments, state);
     std::printf("saved %s\n", path.c_str());
   };
 
   const int64_t first_step = state.step;
   io::Batch batch;  // reused: the loader refills its buffers
-  std::optional<parallel::GradientBuckets> buckets;
   for (int64_t step = first_step; step < tc.steps; ++step) {
-    store.zero_grads();
+    sync.zero_grads();
     double loss_sum = 0.0;
     int64_t count = 0;
     for (int64_t micro = 0; micro < tc.grad_accum; ++micro) {
       train_data.next(batch);
       auto r = model.forward(batch.ids.data(), batch.targets.data(), B, T, &grad_scale);
-      if (dp > 1 && micro + 1 == tc.grad_accum) {
-        // Only the last micro-batch synchronises; its buckets reduce while backward runs.
-        buckets.emplace(*groups.dp, store.grads(), store.numel(), bucket_elems);
-        model.backward([&](size_t ready_from) { buckets->ready_from(ready_from); });
-        buckets->finish();
-      } else {
-        model.backward();
-      }
+      sync.backward(model, micro + 1 == tc.grad_accum);  // reductions overlap backward
       loss_sum += r.loss_sum;
       count += r.count;
     }
@@ -210,9 +220,10 @@ int train_command(const std::vector<std::string>& args) {
     const double loss = loss_sum / double(count);
     CASTOR_CHECK(std::isfinite(loss), "training loss is not finite at step ", step + 1, " (", loss,
                  "); lower --optim.lr or check the data");
-    const double norm = optim.grad_norm();
+    const double norm = sync.grad_norm(optim);
     const float lr = learning_rate(opt.optim, step, tc.steps);
     optim.step(lr, norm);
+    sync.after_step();
     last_loss = loss;
     tokens_since_log += B * T * tc.grad_accum * dp;
     tokens_total += B * T * tc.grad_accum * dp;

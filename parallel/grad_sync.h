@@ -1,33 +1,68 @@
-// GradientBuckets: data-parallel gradient reduction that overlaps backward. The gradient
-// arena is cut into buckets from its end (where backward finishes first); as backward
-// reports that every gradient from some arena offset on is final, the buckets inside that
-// range start their asynchronous all-reduce (sum) at once, while the rest of backward
-// runs. finish() starts what is left and waits for all. Every rank starts the same
-// buckets in the same order, as MPI requires.
+// Data-parallel gradient reduction that overlaps backward. BucketLayout cuts the gradient
+// arena into buckets from its end (where backward finishes first); GradientBuckets starts
+// each bucket's asynchronous reduction as soon as backward reports that every gradient
+// from some arena offset on is final, while the rest of backward runs. A bucket is either
+// all-reduced in place (replicated optimizer) or reduce-scattered into this rank's shard
+// (ZeRO). Every rank starts the same buckets in the same order, as MPI requires.
 #pragma once
 #include <cstddef>
+#include <functional>
 #include <vector>
 
 #include "core/communicator.h"
+#include "core/optimizer.h"
 
 namespace castor::parallel {
 
+struct BucketLayout {
+  struct Bucket {
+    size_t begin = 0, end = 0;  // arena range
+    size_t slice = 0;           // (end - begin) / ranks: each rank's part under ZeRO
+    size_t shard_offset = 0;    // where this rank's slice sits in its shard arrays
+  };
+  // n: arena length, a multiple of `ranks`; buckets hold up to bucket_elems, rounded up to
+  // a multiple of `ranks` so that every bucket splits evenly.
+  BucketLayout(size_t n, size_t bucket_elems, int ranks);
+  std::vector<Bucket> buckets;  // buckets[0] ends the arena
+  int ranks = 1;
+  size_t shard_elems = 0;       // n / ranks
+
+  // Rank r's ZeRO shard: slice r of every bucket.
+  ArenaShard shard(int rank) const;
+};
+
 class GradientBuckets {
  public:
+  // All-reduce (sum) each bucket of grads in place.
+  GradientBuckets(Communicator& dp, float* grads, const BucketLayout& layout);
+  // Reduce-scatter (sum) each bucket into this rank's shard array `shard` (layout.shard_elems);
+  // on_reduced(k), when given, runs once bucket k's reduction is complete.
+  GradientBuckets(Communicator& dp, float* grads, const BucketLayout& layout, float* shard,
+                  std::function<void(size_t)> on_reduced);
+  // Convenience: all-reduce over buckets of up to bucket_elems.
   GradientBuckets(Communicator& dp, float* grads, size_t n, size_t bucket_elems);
+  GradientBuckets(const GradientBuckets&) = delete;  // holds a reference to its own layout
+  GradientBuckets& operator=(const GradientBuckets&) = delete;
+
   // Gradients [offset, n) are final: start every bucket lying inside that range.
   void ready_from(size_t offset);
   // Starts the remaining buckets and waits for every one (the communicator's timeout).
   void finish();
-  size_t num_buckets() const { return begin_.size(); }
+  size_t num_buckets() const { return layout_.buckets.size(); }
   size_t started_before_finish() const { return started_early_; }
 
  private:
+  void start(size_t k);
+  void poll();
+
   Communicator& dp_;
   float* grads_;
-  std::vector<size_t> begin_, end_;  // bucket k covers [begin_[k], end_[k]); k = 0 ends the arena
-  std::vector<CommHandle> pending_;
-  size_t next_ = 0;                  // the next bucket to start
+  BucketLayout owned_layout_{0, 1, 1};  // the convenience constructor's layout
+  const BucketLayout& layout_;
+  float* shard_ = nullptr;  // nullptr: all-reduce in place
+  std::function<void(size_t)> on_reduced_;
+  std::vector<std::pair<size_t, CommHandle>> pending_;  // bucket, request
+  size_t next_ = 0;                                      // the next bucket to start
   size_t started_early_ = 0;
 };
 

@@ -161,7 +161,7 @@ CommHandle MpiComm::ireduce_scatter(const void* send, void* recv, size_t recv_co
 CommHandle MpiComm::iall_gather(const void* send, void* recv, size_t send_count, CommType t) {
   const int n = mpi_count(send_count, "all_gather", name_);
   return start("all_gather", send_count * size_t(size_) * comm_type_size(t), [&](MPI_Request* req) {
-    return MPI_Iallgather(send, n, to_mpi(t), recv, n, to_mpi(t), comm_, req);
+    return MPI_Iallgather(send ? send : MPI_IN_PLACE, n, to_mpi(t), recv, n, to_mpi(t), comm_, req);
   });
 }
 

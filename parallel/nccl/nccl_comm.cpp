@@ -122,6 +122,8 @@ CommHandle NcclComm::ireduce_scatter(const void* send, void* recv, size_t recv_c
 }
 
 CommHandle NcclComm::iall_gather(const void* send, void* recv, size_t send_count, CommType t) {
+  // In place: NCCL recognises send == recv + rank * count.
+  if (!send) send = static_cast<const char*>(recv) + size_t(rank_) * send_count * comm_type_size(t);
   CASTOR_NCCL(ncclAllGather(send, recv, send_count, to_nccl(t), comm_, stream_), "group ", name_);
   return enqueued("all_gather", send_count * size_t(size_) * comm_type_size(t));
 }

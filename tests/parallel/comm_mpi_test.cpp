@@ -62,6 +62,12 @@ TEST(MpiComm, ReduceScatterAllGatherBroadcast) {
     EXPECT_EQ(gathered[size_t(2 * q)], q);
     EXPECT_EQ(gathered[size_t(2 * q + 1)], -q);
   }
+  // In place: this rank's block already sits in recv; the others' blocks are overwritten.
+  std::vector<int32_t> in_place(3 * size_t(n), -1);
+  for (int j = 0; j < 3; ++j) in_place[size_t(3 * r + j)] = 10 * r + j;
+  w.all_gather<int32_t>(nullptr, in_place.data(), 3);
+  for (int q = 0; q < n; ++q)
+    for (int j = 0; j < 3; ++j) EXPECT_EQ(in_place[size_t(3 * q + j)], 10 * q + j) << q << " " << j;
   std::vector<uint8_t> bytes(5, uint8_t(r));
   if (r == n - 1) std::iota(bytes.begin(), bytes.end(), uint8_t(7));
   w.broadcast(bytes.data(), bytes.size(), n - 1);

@@ -1,0 +1,66 @@
+// DataParallel: how one step's gradients become the same update on every dp rank, for
+// ZeRO stages 0, 1 and 2 (--parallel.zero):
+//   0: buckets all-reduced during the last micro-batch's backward; AdamW over the arena.
+//   1: buckets reduce-scattered into this rank's shard during the last micro-batch's
+//      backward; AdamW moments for the shard only; the updated slices are all-gathered.
+//   2: as 1, but every micro-batch reduce-scatters and accumulates into the shard, and
+//      each reduced bucket of the full gradient arena is released to the system at once.
+// Training is fp32, so the weight arena is the master copy: rank r updates its slices.
+#pragma once
+#include <cstddef>
+#include <string>
+
+#include "core/backend.h"
+#include "core/communicator.h"
+#include "core/model.h"
+#include "core/optimizer.h"
+#include "parallel/grad_sync.h"
+
+namespace castor::parallel {
+
+// Bytes this rank holds for training state (not activations).
+struct StateMemory {
+  size_t weights = 0, grads = 0, shard_grads = 0, moments = 0;
+  size_t total() const { return weights + grads + shard_grads + moments; }
+};
+
+class DataParallel {
+ public:
+  // The store must be allocated with pad_to = dp.size() (arena_pad).
+  DataParallel(Communicator& dp, ParamStore& store, Backend& backend, int zero_stage, size_t bucket_elems);
+  static size_t arena_pad(int dp_size) { return size_t(dp_size); }
+
+  // AdamW over the arena (stage 0) or this rank's shard (stages 1, 2).
+  AdamW make_optimizer(const OptimConfig& cfg) const;
+
+  void zero_grads();
+  // backward of the micro-batch just run forward, with its gradient reduction overlapped.
+  void backward(Transformer& model, bool last_micro);
+  // Global gradient norm (collective under ZeRO).
+  double grad_norm(const AdamW& optim);
+  // After optim.step(): every rank's weights become whole again (all-gather under ZeRO).
+  void after_step();
+
+  // Checkpoints store whole moments: gathered from every rank (collective under ZeRO);
+  // the pointers stay valid until the next call.
+  ArenaMoments gather_moments(const AdamW& optim);
+  // Whole moments read from a checkpoint into this rank's part of them.
+  void scatter_moments(AdamW& optim, const ArenaMoments& whole) const;
+
+  int stage() const { return stage_; }
+  const BucketLayout& layout() const { return layout_; }
+  StateMemory memory(const AdamW& optim) const;
+  std::string describe() const;  // one line for the log
+
+ private:
+  Communicator& dp_;
+  ParamStore& store_;
+  Backend& backend_;
+  int stage_;  // effective: 0 on one rank
+  BucketLayout layout_;
+  Buffer shard_grads_;     // stages 1, 2: the reduced gradients of this rank's shard
+  Buffer reduce_scratch_;  // stage 2: one micro-batch's reduced shard before it is accumulated
+  Buffer moments_m_, moments_v_;  // gather_moments' whole arrays under ZeRO
+};
+
+}  // namespace castor::parallel
