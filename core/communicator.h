@@ -62,6 +62,8 @@ class Communicator {
   // In place over all ranks; kAvg divides the sum by size() (floating types only).
   virtual CommHandle iall_reduce(void* data, size_t count, CommType t, ReduceOp op) = 0;
   // send holds size() blocks of recv_count; rank r receives the reduction of block r.
+  // send == nullptr: in place, recv holds the size() input blocks and this rank's result is
+  // left in its own block, recv + rank() * recv_count (the other blocks are clobbered).
   virtual CommHandle ireduce_scatter(const void* send, void* recv, size_t recv_count, CommType t, ReduceOp op) = 0;
   // recv receives size() blocks of send_count, block r from rank r. send == nullptr: in
   // place, this rank's block already sits at recv + rank() * send_count.

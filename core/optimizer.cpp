@@ -34,10 +34,6 @@ AdamW::AdamW(const OptimConfig& cfg, ParamStore& store, Backend& backend, ArenaS
     : cfg_(cfg), store_(store), shard_(std::move(shard)), grads_(grads) {
   cfg_.validate();
   CASTOR_CHECK(store.allocated(), "AdamW: allocate the ParamStore first");
-  if (!grads_) {
-    CASTOR_CHECK(shard_.is_whole(store.arena_elems()), "AdamW: a partial shard needs its own gradient array");
-    grads_ = store.grads();
-  }
   // Ranges in arena order, so that step() walks the params once.
   std::sort(shard_.ranges.begin(), shard_.ranges.end(),
             [](const auto& a, const auto& b) { return a.arena_begin < b.arena_begin; });
@@ -54,10 +50,18 @@ ArenaMoments AdamW::whole_moments() const {
   return {m_.f32(), v_.f32()};
 }
 
+const float* AdamW::grad_at(const ArenaShard::Range& r) const {
+  return grads_ ? grads_ + r.shard_offset : store_.grads() + r.arena_begin;
+}
+
 double AdamW::grad_sum_squares() const {
-  double ss = 0.0;
-  CASTOR_KERNEL_CHECK(kc::sum_squares(&ss, grads_, int64_t(shard_.elems)));
-  return ss;
+  double total = 0.0;
+  for (const auto& r : shard_.ranges) {
+    double ss = 0.0;
+    CASTOR_KERNEL_CHECK(kc::sum_squares(&ss, grad_at(r), int64_t(r.arena_end - r.arena_begin)));
+    total += ss;
+  }
+  return total;
 }
 
 double AdamW::grad_norm() const { return std::sqrt(grad_sum_squares()); }
@@ -75,9 +79,9 @@ void AdamW::step(float lr, double grad_norm) {
       const size_t begin = std::max(r.arena_begin, p.offset);
       const size_t end = std::min(r.arena_end, p.offset + size_t(p.numel()));
       if (begin >= end) continue;
-      const size_t at = r.shard_offset + (begin - r.arena_begin);
+      const size_t skip = begin - r.arena_begin, at = r.shard_offset + skip;
       kc::AdamWHyper h{lr, cfg_.beta1, cfg_.beta2, cfg_.eps, p.decay ? cfg_.weight_decay : 0.0f, t_, scale};
-      CASTOR_KERNEL_CHECK(kc::adamw_step(store_.weights() + begin, grads_ + at, m_.f32() + at, v_.f32() + at,
+      CASTOR_KERNEL_CHECK(kc::adamw_step(store_.weights() + begin, grad_at(r) + skip, m_.f32() + at, v_.f32() + at,
                                          int64_t(end - begin), h));
     }
   }

@@ -37,8 +37,8 @@ struct ArenaMoments {
 
 class AdamW {
  public:
-  // grads: the gradients in shard coordinates (nullptr: the store's gradient arena,
-  // which requires the whole-arena shard).
+  // grads: the gradients in shard coordinates, or nullptr: the store's gradient arena
+  // (read at the ranges' arena positions).
   AdamW(const OptimConfig& cfg, ParamStore& store, Backend& backend, ArenaShard shard, const float* grads);
   AdamW(const OptimConfig& cfg, ParamStore& store, Backend& backend)
       : AdamW(cfg, store, backend, ArenaShard::whole(store.arena_elems()), nullptr) {}
@@ -62,7 +62,8 @@ class AdamW {
   OptimConfig cfg_;
   ParamStore& store_;
   ArenaShard shard_;
-  const float* grads_;
+  const float* grads_;    // nullptr: the gradient arena
+  const float* grad_at(const ArenaShard::Range& r) const;  // the range's first gradient
   Buffer m_, v_;
   int64_t t_ = 0;
 };

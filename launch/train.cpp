@@ -162,11 +162,10 @@ int train_command(const std::vector<std::string>& args) {
   std::printf("layout: %s on %d ranks; %s\n", mesh.shape().str().c_str(), world.size(), sync.describe().c_str());
   const parallel::StateMemory mem = sync.memory(optim);
   constexpr double kMiB = 1024.0 * 1024.0;
-  std::printf("state per rank: weights %.1f MiB, gradients %.1f MiB%s, gradient shard %.1f MiB, "
-              "AdamW moments %.1f MiB; total %.1f MiB\n",
+  std::printf("state per rank: weights %.1f MiB, gradients %.1f MiB%s, AdamW moments %.1f MiB; total %.1f MiB\n",
               double(mem.weights) / kMiB, double(mem.grads) / kMiB,
-              sync.stage() == 2 ? " (buckets held only while being written)" : "", double(mem.shard_grads) / kMiB,
-              double(mem.moments) / kMiB, double(mem.total()) / kMiB);
+              sync.stage() == 2 ? " (+ the buckets backward is writing)" : "", double(mem.moments) / kMiB,
+              double(mem.total()) / kMiB);
   std::printf("threads: %d, measured SGEMM peak %.1f GFLOP/s (MFU reference)\n", kernels::cpu::num_threads(),
               peak_flops / 1e9);
   std::fflush(stdout);

@@ -20,21 +20,18 @@ DataParallel::DataParallel(Communicator& dp, ParamStore& store, Backend& backend
   CASTOR_CHECK(zero_stage >= 0 && zero_stage <= 2, "--parallel.zero ", zero_stage, ": expected 0, 1 or 2");
   CASTOR_CHECK(store.allocated() && store.arena_elems() % arena_pad(dp.size()) == 0,
                "DataParallel: allocate the ParamStore with pad_to = ", arena_pad(dp.size()));
-  if (stage_ >= 1) shard_grads_ = Buffer(backend, layout_.shard_elems * sizeof(float));
-  if (stage_ == 2) {
-    reduce_scratch_ = Buffer(backend, layout_.shard_elems * sizeof(float));
-    backend_.discard(store_.grads(), store_.arena_elems() * sizeof(float));  // resident only while written
-  }
+  if (stage_ == 2) backend_.discard(store_.grads(), store_.arena_elems() * sizeof(float));  // resident while written
 }
 
 AdamW DataParallel::make_optimizer(const OptimConfig& cfg) const {
   if (stage_ == 0) return AdamW(cfg, store_, backend_);
-  return AdamW(cfg, store_, backend_, layout_.shard(dp_.rank()), shard_grads_.f32());
+  // The reduced slices are read where they lie in the gradient arena.
+  return AdamW(cfg, store_, backend_, layout_.shard(dp_.rank()), nullptr);
 }
 
 void DataParallel::zero_grads() {
   if (stage_ == 2)
-    std::memset(shard_grads_.data(), 0, shard_grads_.bytes());  // the arena was released bucket by bucket
+    backend_.discard(store_.grads(), store_.arena_elems() * sizeof(float));
   else
     store_.zero_grads();
 }
@@ -49,16 +46,18 @@ void DataParallel::backward(Transformer& model, bool last_micro) {
   if (stage_ == 0) {
     buckets.emplace(dp_, store_.grads(), layout_);
   } else if (stage_ == 1) {
-    buckets.emplace(dp_, store_.grads(), layout_, shard_grads_.f32(), nullptr);
+    buckets.emplace(dp_, store_.grads(), layout_, nullptr, nullptr);  // in place: each rank's slice in the arena
   } else {
-    // Each reduced bucket is added to the shard's sum over micro-batches, and its part of
-    // the full arena goes back to the system (it reads as zero for the next micro-batch).
-    buckets.emplace(dp_, store_.grads(), layout_, reduce_scratch_.f32(), [this](size_t k) {
+    // In place, and the rest of each reduced bucket goes back to the system at once. The
+    // next micro-batch's backward adds onto this rank's reduced slice and onto zeros
+    // elsewhere, so its reduce-scatter yields the sum over micro-batches.
+    const int r = dp_.rank();
+    buckets.emplace(dp_, store_.grads(), layout_, nullptr, [this, r](size_t k) {
       const BucketLayout::Bucket& b = layout_.buckets[k];
-      float* acc = shard_grads_.f32() + b.shard_offset;
-      const float* add = reduce_scratch_.f32() + b.shard_offset;
-      for (size_t i = 0; i < b.slice; ++i) acc[i] += add[i];
-      backend_.discard(store_.grads() + b.begin, (b.end - b.begin) * sizeof(float));
+      float* g = store_.grads();
+      const size_t mine = b.begin + size_t(r) * b.slice;
+      backend_.discard(g + b.begin, (mine - b.begin) * sizeof(float));
+      backend_.discard(g + mine + b.slice, (b.end - mine - b.slice) * sizeof(float));
     });
   }
   model.backward([&](size_t ready_from) { buckets->ready_from(ready_from); });
@@ -108,8 +107,7 @@ void DataParallel::scatter_moments(AdamW& optim, const ArenaMoments& whole) cons
 StateMemory DataParallel::memory(const AdamW& optim) const {
   StateMemory m;
   m.weights = store_.arena_elems() * sizeof(float);
-  m.grads = stage_ == 2 ? 0 : store_.arena_elems() * sizeof(float);  // stage 2: only buckets being written
-  m.shard_grads = shard_grads_.bytes() + reduce_scratch_.bytes();
+  m.grads = (stage_ == 2 ? layout_.shard_elems : store_.arena_elems()) * sizeof(float);
   m.moments = 2 * optim.shard().elems * sizeof(float);
   return m;
 }

@@ -1,10 +1,12 @@
 // DataParallel: how one step's gradients become the same update on every dp rank, for
 // ZeRO stages 0, 1 and 2 (--parallel.zero):
 //   0: buckets all-reduced during the last micro-batch's backward; AdamW over the arena.
-//   1: buckets reduce-scattered into this rank's shard during the last micro-batch's
-//      backward; AdamW moments for the shard only; the updated slices are all-gathered.
-//   2: as 1, but every micro-batch reduce-scatters and accumulates into the shard, and
-//      each reduced bucket of the full gradient arena is released to the system at once.
+//   1: buckets reduce-scattered in place during the last micro-batch's backward (each
+//      rank's summed slice stays where it lies in the arena); AdamW moments for those
+//      slices only; the updated slices are all-gathered.
+//   2: as 1, but every micro-batch reduce-scatters, and the rest of each reduced bucket
+//      is released to the system at once: between backward passes a rank holds only its
+//      slices, and during backward only the buckets not yet reduced.
 // Training is fp32, so the weight arena is the master copy: rank r updates its slices.
 #pragma once
 #include <cstddef>
@@ -18,10 +20,11 @@
 
 namespace castor::parallel {
 
-// Bytes this rank holds for training state (not activations).
+// Bytes this rank holds for training state between steps (not activations; stage 2 also
+// holds gradient buckets while backward writes them).
 struct StateMemory {
-  size_t weights = 0, grads = 0, shard_grads = 0, moments = 0;
-  size_t total() const { return weights + grads + shard_grads + moments; }
+  size_t weights = 0, grads = 0, moments = 0;
+  size_t total() const { return weights + grads + moments; }
 };
 
 class DataParallel {
@@ -33,6 +36,7 @@ class DataParallel {
   // AdamW over the arena (stage 0) or this rank's shard (stages 1, 2).
   AdamW make_optimizer(const OptimConfig& cfg) const;
 
+  // Call at the start of every step, before the first micro-batch.
   void zero_grads();
   // backward of the micro-batch just run forward, with its gradient reduction overlapped.
   void backward(Transformer& model, bool last_micro);
@@ -58,8 +62,6 @@ class DataParallel {
   Backend& backend_;
   int stage_;  // effective: 0 on one rank
   BucketLayout layout_;
-  Buffer shard_grads_;     // stages 1, 2: the reduced gradients of this rank's shard
-  Buffer reduce_scratch_;  // stage 2: one micro-batch's reduced shard before it is accumulated
   Buffer moments_m_, moments_v_;  // gather_moments' whole arrays under ZeRO
 };
 

@@ -34,8 +34,7 @@ GradientBuckets::GradientBuckets(Communicator& dp, float* grads, const BucketLay
 
 GradientBuckets::GradientBuckets(Communicator& dp, float* grads, const BucketLayout& layout, float* shard,
                                  std::function<void(size_t)> on_reduced)
-    : dp_(dp), grads_(grads), layout_(layout), shard_(shard), on_reduced_(std::move(on_reduced)) {
-  CASTOR_CHECK(shard != nullptr, "GradientBuckets: reduce-scatter needs a shard array");
+    : dp_(dp), grads_(grads), layout_(layout), scatter_(true), shard_(shard), on_reduced_(std::move(on_reduced)) {
   CASTOR_CHECK(layout.ranks == dp.size(), "GradientBuckets: layout for ", layout.ranks, " ranks on a group of ",
                dp.size());
 }
@@ -45,9 +44,11 @@ GradientBuckets::GradientBuckets(Communicator& dp, float* grads, size_t n, size_
 
 void GradientBuckets::start(size_t k) {
   const BucketLayout::Bucket& b = layout_.buckets[k];
-  if (shard_)
+  if (scatter_ && shard_)
     pending_.emplace_back(k, dp_.ireduce_scatter(grads_ + b.begin, shard_ + b.shard_offset, b.slice, CommType::f32,
                                                  ReduceOp::kSum));
+  else if (scatter_)
+    pending_.emplace_back(k, dp_.ireduce_scatter(nullptr, grads_ + b.begin, b.slice, CommType::f32, ReduceOp::kSum));
   else
     pending_.emplace_back(k, dp_.iall_reduce(grads_ + b.begin, b.end - b.begin, CommType::f32, ReduceOp::kSum));
 }

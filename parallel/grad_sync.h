@@ -35,8 +35,9 @@ class GradientBuckets {
  public:
   // All-reduce (sum) each bucket of grads in place.
   GradientBuckets(Communicator& dp, float* grads, const BucketLayout& layout);
-  // Reduce-scatter (sum) each bucket into this rank's shard array `shard` (layout.shard_elems);
-  // on_reduced(k), when given, runs once bucket k's reduction is complete.
+  // Reduce-scatter (sum) each bucket: into this rank's shard array `shard`
+  // (layout.shard_elems), or with shard == nullptr in place, leaving this rank's summed
+  // slice where it lies in grads. on_reduced(k), when given, runs once bucket k is done.
   GradientBuckets(Communicator& dp, float* grads, const BucketLayout& layout, float* shard,
                   std::function<void(size_t)> on_reduced);
   // Convenience: all-reduce over buckets of up to bucket_elems.
@@ -59,7 +60,8 @@ class GradientBuckets {
   float* grads_;
   BucketLayout owned_layout_{0, 1, 1};  // the convenience constructor's layout
   const BucketLayout& layout_;
-  float* shard_ = nullptr;  // nullptr: all-reduce in place
+  bool scatter_ = false;    // reduce-scatter (else all-reduce)
+  float* shard_ = nullptr;  // reduce-scatter target; nullptr: in place
   std::function<void(size_t)> on_reduced_;
   std::vector<std::pair<size_t, CommHandle>> pending_;  // bucket, request
   size_t next_ = 0;                                      // the next bucket to start

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <thread>
 #include <vector>
 
@@ -152,9 +153,15 @@ CommHandle MpiComm::ireduce_scatter(const void* send, void* recv, size_t recv_co
                "reduce_scatter: average needs a floating type");
   const int n = mpi_count(recv_count, "reduce_scatter", name_);
   auto r = start("reduce_scatter", recv_count * size_t(size_) * comm_type_size(t), [&](MPI_Request* req) {
-    return MPI_Ireduce_scatter_block(send, recv, n, to_mpi(t), to_mpi(op), comm_, req);
+    return MPI_Ireduce_scatter_block(send ? send : MPI_IN_PLACE, recv, n, to_mpi(t), to_mpi(op), comm_, req);
   });
-  if (op == ReduceOp::kAvg) static_cast<Request&>(*r).on_done = [=, this] { divide(recv, recv_count, t, size_); };
+  // MPI leaves an in-place result at the start of recv; castor's contract is the rank's block.
+  const size_t bytes = recv_count * comm_type_size(t);
+  void* result = send ? recv : static_cast<char*>(recv) + size_t(rank_) * bytes;
+  static_cast<Request&>(*r).on_done = [=, this] {
+    if (result != recv) std::memmove(result, recv, bytes);
+    if (op == ReduceOp::kAvg) divide(result, recv_count, t, size_);
+  };
   return r;
 }
 

@@ -117,6 +117,10 @@ CommHandle NcclComm::iall_reduce(void* data, size_t count, CommType t, ReduceOp 
 }
 
 CommHandle NcclComm::ireduce_scatter(const void* send, void* recv, size_t recv_count, CommType t, ReduceOp op) {
+  if (!send) {  // in place: NCCL recognises recv == send + rank * count
+    send = recv;
+    recv = static_cast<char*>(recv) + size_t(rank_) * recv_count * comm_type_size(t);
+  }
   CASTOR_NCCL(ncclReduceScatter(send, recv, recv_count, to_nccl(t), to_nccl(op), comm_, stream_), "group ", name_);
   return enqueued("reduce_scatter", recv_count * size_t(size_) * comm_type_size(t));
 }

@@ -55,6 +55,14 @@ TEST(MpiComm, ReduceScatterAllGatherBroadcast) {
   w.reduce_scatter(send.data(), avg.data(), block, ReduceOp::kAvg);
   EXPECT_FLOAT_EQ(avg[0], mine[0] / float(n));
 
+  // In place: the input blocks in recv, this rank's sum left in its own block.
+  std::vector<float> inplace(send);
+  w.reduce_scatter<float>(nullptr, inplace.data(), block, ReduceOp::kSum);
+  for (size_t j = 0; j < block; ++j) EXPECT_EQ(inplace[size_t(r) * block + j], mine[j]) << j;
+  inplace = send;
+  w.reduce_scatter<float>(nullptr, inplace.data(), block, ReduceOp::kAvg);
+  EXPECT_FLOAT_EQ(inplace[size_t(r) * block], mine[0] / float(n));
+
   std::vector<int32_t> gathered(2 * size_t(n));
   const int32_t pair[2] = {r, -r};
   w.all_gather(pair, gathered.data(), 2);

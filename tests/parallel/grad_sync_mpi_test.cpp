@@ -57,6 +57,15 @@ TEST(GradientBuckets, ReduceScatterGivesEachRankTheSumOfItsSlices) {
         ASSERT_EQ(shard[range.shard_offset + i - range.arena_begin], ranks * float(i % 17))
             << "bucket " << bucket << " index " << i;
     EXPECT_EQ(covered, N / size_t(n));
+
+    // In place (ZeRO-1): the same sums, left at the slices' own arena positions.
+    for (size_t i = 0; i < N; ++i) g[i] = float(r + 1) * float(i % 17);
+    GradientBuckets in_place(w, g.data(), layout, nullptr, nullptr);
+    in_place.ready_from(N / 3);
+    in_place.finish();
+    for (const auto& range : mine.ranges)
+      for (size_t i = range.arena_begin; i < range.arena_end; ++i)
+        ASSERT_EQ(g[i], ranks * float(i % 17)) << "in place, bucket " << bucket << " index " << i;
   }
 }
 
