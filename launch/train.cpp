@@ -4,6 +4,8 @@
 // tokens/s, MFU, peak memory), writes metrics.jsonl and checkpoints.
 #include "launch/commands.h"
 
+#include <sched.h>
+
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -88,6 +90,12 @@ int train_command(const std::vector<std::string>& args) {
   if (!lead) std::freopen("/dev/null", "w", stdout);  // rank 0 logs; errors still go to stderr
 
   auto backend = make_cpu_backend(tc.threads);
+  // mpirun binds each rank to one core by default: threads beyond the cores a rank may
+  // use share them (half speed at 2 threads on 1 core, docs/config.md).
+  cpu_set_t allowed;
+  if (sched_getaffinity(0, sizeof(allowed), &allowed) == 0 && CPU_COUNT(&allowed) < kernels::cpu::num_threads())
+    std::fprintf(stderr, "castor: warning: rank %d runs %d threads on %d core(s); under mpirun pass --bind-to none\n",
+                 world.rank(), kernels::cpu::num_threads(), CPU_COUNT(&allowed));
   CASTOR_CHECK(!tc.train_data.empty(), "--data.train is required (a shard file or a directory of shards)");
   // The text model takes no image or audio input (image patch and audio stack 0), so the
   // loader refuses multimodal shards with a message naming the file.
