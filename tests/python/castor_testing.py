@@ -30,14 +30,18 @@ def castor_bin():
     return path
 
 
-def run(args, check=True, env=None, timeout=900):
-    """Runs castor with args; returns CompletedProcess (text mode)."""
+def run(args, check=True, env=None, timeout=900, ranks=None):
+    """Runs castor with args, under `mpirun -np ranks` when ranks is given; returns
+    CompletedProcess (text mode)."""
     full_env = dict(os.environ)
     full_env.setdefault("OMP_NUM_THREADS", "1")
+    cmd = [castor_bin()] + list(args)
+    if ranks is not None:
+        full_env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+        cmd = ["mpirun", "--oversubscribe", "-np", str(ranks)] + cmd
     if env:
         full_env.update(env)
-    p = subprocess.run([castor_bin()] + list(args), capture_output=True, text=True, env=full_env,
-                       timeout=timeout)
+    p = subprocess.run(cmd, capture_output=True, text=True, env=full_env, timeout=timeout)
     if check and p.returncode != 0:
         sys.exit(f"castor {' '.join(args)} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
     return p

@@ -6,14 +6,12 @@ norm, the validation loss and the final weights. Also dp = 4 vs dp = 1 with accu
 dp = 2 to the same result (checkpoints are layout-free)."""
 import os
 import re
-import subprocess
 
 import h5py
 import numpy as np
 
-from castor_testing import castor_bin, check, finish, prep, run, tempdir
+from castor_testing import check, finish, prep, run, tempdir
 
-MPI_ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OMP_NUM_THREADS="1")
 LINE = re.compile(r"step +(\d+)/\d+ \| loss ([0-9.]+) \| lr \S+ \| grad norm ([0-9.]+)")
 
 
@@ -22,11 +20,7 @@ def train(np_, extra, out, data, val):
             "--model.n_heads", "4", "--model.max_seq_len", "32", "--train.seq_len", "16", "--train.steps", "8",
             "--train.micro_batch", "2", "--train.log_every", "1", "--train.eval_batches", "2",
             "--train.out_dir", out] + extra
-    if np_ == 1:
-        p = run(args, check=False)
-    else:
-        p = subprocess.run(["mpirun", "--oversubscribe", "-np", str(np_), castor_bin()] + args, capture_output=True,
-                           text=True, env=MPI_ENV, timeout=600)
+    p = run(args, check=False, timeout=600, ranks=np_ if np_ > 1 else None)
     check(p.returncode == 0, f"train np={np_} {' '.join(extra)}: exit {p.returncode} {p.stderr.strip()[-400:]}")
     steps = [(int(s), float(l), float(g)) for s, l, g in LINE.findall(p.stdout)]
     val = re.findall(r"final val loss ([0-9.]+)", p.stdout)

@@ -13,14 +13,12 @@ rounding noise into lr-sized steps, so no two summation orders agree on it. The 
 import os
 import re
 import shutil
-import subprocess
 
 import h5py
 import numpy as np
 
-from castor_testing import castor_bin, check, finish, prep, run, tempdir
+from castor_testing import check, finish, prep, run, tempdir
 
-MPI_ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OMP_NUM_THREADS="1")
 STEPS = 20
 
 
@@ -30,11 +28,7 @@ def train(np_, extra, out, data, family="llama"):
             "--model.max_seq_len", "32", "--train.seq_len", "16", "--train.steps", str(STEPS),
             "--train.micro_batch", "2", "--train.log_every", "5", "--optim.lr", "3e-3", "--optim.warmup_steps", "2",
             "--train.out_dir", out] + extra
-    if np_ == 1:
-        p = run(args, check=False)
-    else:
-        p = subprocess.run(["mpirun", "--oversubscribe", "-np", str(np_), castor_bin()] + args, capture_output=True,
-                           text=True, env=MPI_ENV, timeout=600)
+    p = run(args, check=False, timeout=600, ranks=np_ if np_ > 1 else None)
     check(p.returncode == 0, f"train np={np_} {' '.join(extra)}: exit {p.returncode} {p.stderr.strip()[-400:]}")
     return p.stdout
 
