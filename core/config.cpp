@@ -2,6 +2,7 @@
 #include "core/config.h"
 
 #include <cmath>
+#include <utility>
 
 #include "core/error.h"
 
@@ -39,20 +40,64 @@ void ModelConfig::validate() const {
   CASTOR_CHECK(norm_eps > 0 && std::isfinite(norm_eps), "--model.norm_eps must be positive (got ", norm_eps, ")");
   CASTOR_CHECK(rope_theta > 0 && std::isfinite(rope_theta), "--model.rope_theta must be positive (got ", rope_theta, ")");
   CASTOR_CHECK(init_std > 0 && std::isfinite(init_std), "--model.init_std must be positive (got ", init_std, ")");
+  CASTOR_CHECK(moe_experts >= 0, "--model.moe_experts must be >= 0 (got ", moe_experts, ")");
+  if (moe_experts > 0) {
+    CASTOR_CHECK(moe_top_k >= 1 && moe_top_k <= moe_experts, "--model.moe_top_k (", moe_top_k,
+                 ") must be between 1 and --model.moe_experts (", moe_experts, ")");
+    CASTOR_CHECK(moe_every >= 1 && moe_every <= n_layers, "--model.moe_every (", moe_every,
+                 ") must be between 1 and --model.n_layers (", n_layers, ")");
+    CASTOR_CHECK(moe_d_ff >= 0, "--model.moe_d_ff must be >= 0 (got ", moe_d_ff, ")");
+    CASTOR_CHECK(std::isfinite(moe_capacity) && moe_capacity >= 0, "--model.moe_capacity (", moe_capacity,
+                 ") must be > 0 (a capacity factor) or 0 (dropless)");
+  }
+  CASTOR_CHECK(image_patch >= 0, "--model.image_patch must be >= 0 (got ", image_patch, ")");
+  CASTOR_CHECK(image_channels == 1 || image_channels == 3, "--model.image_channels must be 1 or 3 (got ",
+               image_channels, ")");
+  CASTOR_CHECK(image_grid >= 0, "--model.image_grid must be >= 0 (got ", image_grid, ")");
+  CASTOR_CHECK(audio_stack >= 0, "--model.audio_stack must be >= 0 (got ", audio_stack, ")");
+  CASTOR_CHECK(n_mels >= 0, "--model.n_mels must be >= 0 (got ", n_mels, ")");
+  CASTOR_CHECK(audio_stack == 0 || n_mels > 0, "--model.audio_stack needs --model.n_mels (the data's log-mel bands)");
+}
+
+int64_t ModelConfig::moe_layers() const {
+  int64_t n = 0;
+  for (int64_t l = 0; l < n_layers; ++l) n += is_moe_layer(l);
+  return n;
+}
+
+void LossConfig::validate() const {
+  const std::pair<const char*, float> weights[] = {{"lm", lm},         {"align", align},
+                                                   {"contrastive", contrastive},
+                                                   {"reconstruction", reconstruction},
+                                                   {"balance", balance}, {"router_z", router_z},
+                                                   {"distill", distill}};
+  for (const auto& [name, w] : weights)
+    CASTOR_CHECK(std::isfinite(w) && w >= 0, "--loss.", name, " must be >= 0 (got ", w, ")");
+  CASTOR_CHECK(std::isfinite(temperature) && temperature > 0, "--loss.temperature must be positive (got ",
+               temperature, ")");
+  CASTOR_CHECK(mask_ratio >= 0 && mask_ratio < 1, "--loss.mask_ratio must be in [0, 1) (got ", mask_ratio, ")");
+  CASTOR_CHECK(std::isfinite(distill_temperature) && distill_temperature > 0,
+               "--loss.distill_temperature must be positive (got ", distill_temperature, ")");
+  CASTOR_CHECK(distill == 0 || !teacher.empty(), "--loss.distill needs --loss.teacher (a checkpoint)");
 }
 
 int64_t ModelConfig::non_embedding_params() const {
   int64_t C = d_model, hd = head_dim();
   int64_t qkv = C * (n_heads + 2 * kv_heads()) * hd;
   int64_t attn_out = C * C;
-  int64_t F = ffn_dim();
-  int64_t per_layer = 0;
-  if (family == Family::kGpt2) {
-    per_layer = qkv + (n_heads + 2 * kv_heads()) * hd + attn_out + C + 2 * C * F + F + C + 4 * C;
-  } else {
-    per_layer = qkv + attn_out + 3 * C * F + 2 * C;
+  const bool gpt2 = family == Family::kGpt2;
+  auto ffn = [&](int64_t F) { return gpt2 ? 2 * C * F + F + C : 3 * C * F; };
+  int64_t total = 0;
+  for (int64_t l = 0; l < n_layers; ++l) {
+    int64_t per_layer = gpt2 ? qkv + (n_heads + 2 * kv_heads()) * hd + attn_out + C + 4 * C : qkv + attn_out + 2 * C;
+    if (is_moe_layer(l)) {
+      per_layer += moe_experts * C + (moe_top_k + (moe_shared_expert ? 1 : 0)) * ffn(expert_ffn_dim());
+    } else {
+      per_layer += ffn(ffn_dim());
+    }
+    total += per_layer;
   }
-  return n_layers * per_layer + (family == Family::kGpt2 ? 2 * C : C);
+  return total + (gpt2 ? 2 * C : C);
 }
 
 void OptimConfig::validate() const {
@@ -82,6 +127,8 @@ void TrainConfig::validate(const ModelConfig& model) const {
   CASTOR_CHECK(threads >= 0, "--train.threads must be >= 0 (got ", threads, ")");
   CASTOR_CHECK(!train_data.empty(), "--data.train is required (a shard file or a directory of shards)");
   CASTOR_CHECK(!resume || !out_dir.empty(), "--train.resume needs --train.out_dir");
+  CASTOR_CHECK(!resume || init_from.empty(), "--train.resume and --train.init_from exclude each other (resume "
+               "continues a run; init_from starts a new stage from a checkpoint's weights)");
   CASTOR_CHECK(exit_after >= 0, "--train.exit_after must be >= 0 (got ", exit_after, ")");
   CASTOR_CHECK(exit_after == 0 || !out_dir.empty(), "--train.exit_after needs --train.out_dir");
 }

@@ -24,14 +24,51 @@ struct ModelConfig {
   float norm_eps = 1e-5f;
   float rope_theta = 10000.0f;
   float init_std = 0.02f;
+  // Mixture of experts (docs/model.md): 0 experts = dense feed-forward everywhere.
+  int64_t moe_experts = 0;
+  int64_t moe_top_k = 2;
+  int64_t moe_every = 1;        // layer l is MoE when (l + 1) % moe_every == 0
+  int64_t moe_d_ff = 0;         // expert hidden size; 0 = ffn_dim()
+  double moe_capacity = 0.0;    // capacity factor; 0 = dropless
+  bool moe_shared_expert = false;
+  // Modality adapters: 0 = none.
+  int64_t image_patch = 0;      // P: P x P pixel patches
+  int64_t image_channels = 1;
+  int64_t image_grid = 0;       // largest patch grid side (2-D position table); 0 = 16
+  int64_t audio_stack = 0;      // log-mel frames per audio position
+  int64_t n_mels = 0;           // log-mel bands (0: taken from the data)
 
   int64_t kv_heads() const { return n_kv_heads > 0 ? n_kv_heads : n_heads; }
   int64_t head_dim() const { return d_model / n_heads; }
   int64_t ffn_dim() const;
   bool tied_embeddings() const { return family == Family::kGpt2; }
+  bool is_moe_layer(int64_t layer) const { return moe_experts > 0 && (layer + 1) % moe_every == 0; }
+  int64_t moe_layers() const;
+  int64_t expert_ffn_dim() const { return moe_d_ff > 0 ? moe_d_ff : ffn_dim(); }
+  bool multimodal() const { return image_patch > 0 || audio_stack > 0; }
+  int64_t image_grid_size() const { return image_grid > 0 ? image_grid : 16; }
+  int64_t patch_dim() const { return image_patch * image_patch * image_channels; }
+  int64_t frame_dim() const { return audio_stack * n_mels; }
   void validate() const;
-  // Parameters excluding token/position embeddings (for MFU), and in total.
+  // Parameters excluding token/position embeddings and adapters, counting only the experts a
+  // token uses (top-k, plus the shared expert): the active parameters, for MFU.
   int64_t non_embedding_params() const;
+};
+
+// Loss weights and their settings ([loss], docs/model.md "Losses").
+struct LossConfig {
+  float lm = 1.0f;
+  float align = 1.0f;
+  float contrastive = 0.0f;
+  float reconstruction = 0.0f;
+  float balance = 0.01f;
+  float router_z = 0.001f;
+  float distill = 0.0f;
+  float temperature = 0.07f;         // InfoNCE temperature
+  float mask_ratio = 0.25f;          // share of media positions masked for reconstruction
+  float distill_temperature = 2.0f;
+  std::string teacher;               // teacher checkpoint for distillation
+  void validate() const;
 };
 
 struct OptimConfig {
@@ -59,6 +96,7 @@ struct TrainConfig {
   int threads = 0;            // 0: all cores
   std::string out_dir;        // checkpoints and metrics.jsonl; empty: none
   bool resume = false;        // continue from the latest complete checkpoint in out_dir
+  std::string init_from;      // fine-tuning: start from this checkpoint's weights only
   int64_t exit_after = 0;     // stop (with a checkpoint) after N steps of this invocation; 0 = off
   std::string train_data;     // shard file, or a directory of *.h5 shards
   std::string val_data;       // same; empty: no validation

@@ -1,15 +1,27 @@
-// Transformer assembly (Hugging Face names), forward with the fused LM-head loss,
-// backward through blocks in reverse, and last-position logits for generation.
+// Transformer assembly (Hugging Face names), the loss terms of docs/model.md, backward
+// through blocks in reverse, and the forward-only paths of generation and evaluation.
 #include "core/model.h"
 
 #include <algorithm>
 
 #include "kernels/cpu/embedding.h"
 #include "kernels/cpu/gemm.h"
+#include "kernels/cpu/objectives.h"
 
 namespace castor {
 
 namespace kc = kernels::cpu;
+
+const char* loss_term_name(LossTerm t) {
+  static const char* names[kLossTerms] = {"lm", "align", "contrastive", "reconstruction", "balance", "router_z",
+                                          "distill"};
+  return names[size_t(t)];
+}
+
+float loss_term_weight(const LossConfig& c, LossTerm t) {
+  const float w[kLossTerms] = {c.lm, c.align, c.contrastive, c.reconstruction, c.balance, c.router_z, c.distill};
+  return w[size_t(t)];
+}
 
 Transformer::Transformer(const ModelConfig& cfg, ParamStore& store, Backend& backend, int64_t max_B,
                          int64_t max_T)
@@ -22,6 +34,7 @@ Transformer::Transformer(const ModelConfig& cfg, ParamStore& store, Backend& bac
   wte_ = store.add(gpt2 ? "transformer.wte.weight" : "model.embed_tokens.weight", {V, C},
                    Init::normal(cfg.init_std), true);
   if (gpt2) wpe_ = store.add("transformer.wpe.weight", {cfg.max_seq_len, C}, Init::normal(cfg.init_std), true);
+  if (cfg.multimodal()) adapters_ = std::make_unique<MediaAdapters>(store, cfg, gpt2 ? "transformer" : "model");
   for (int64_t l = 0; l < cfg.n_layers; ++l) {
     block_offset_.push_back(store.numel());
     blocks_.push_back(std::make_unique<nn::Block>(store, backend, cfg, l, max_B, max_T));
@@ -29,42 +42,188 @@ Transformer::Transformer(const ModelConfig& cfg, ParamStore& store, Backend& bac
   norm_offset_ = store.numel();
   norm_f_ = std::make_unique<nn::Norm>(store, backend, rows, C, cfg.family,
                                        gpt2 ? "transformer.ln_f" : "model.norm", cfg.norm_eps);
+  if (cfg.multimodal()) heads_ = std::make_unique<MultimodalHeads>(store, cfg);
   head_ = cfg.tied_embeddings() ? wte_ : store.add("lm_head.weight", {V, C}, Init::normal(cfg.init_std), true);
   emb_ = Buffer(backend, size_t(rows * C) * sizeof(float));
   dhidden_ = Buffer(backend, size_t(rows * C) * sizeof(float));
   head_chunk_ = head_chunk_rows(rows, V);
   head_scratch_ = Buffer(backend, kc::lm_head_xent_scratch_floats(head_chunk_, V) * sizeof(float));
+  key_begin_.resize(size_t(rows));
+  masked_.resize(size_t(rows));
+  row_scale_.resize(size_t(rows));
+  row_losses_.resize(size_t(rows));
 }
+
+Transformer::~Transformer() = default;
 
 int64_t Transformer::head_chunk_rows(int64_t rows, int64_t vocab_size) {
   // 512 rows measured best (bench/NOTES.md); scratch capped at 32M floats (128 MB).
   return std::clamp<int64_t>((int64_t(32) << 20) / std::max<int64_t>(vocab_size, 1), 1, std::min<int64_t>(rows, 512));
 }
 
-Tensor Transformer::trunk_forward(const nn::Pass& pass, const int32_t* ids) {
-  CASTOR_CHECK(pass.B <= max_B_ && pass.T <= max_T_, "batch (", pass.B, ", ", pass.T,
-               ") exceeds the model's buffers (", max_B_, ", ", max_T_, ")");
+void Transformer::set_teacher(Transformer* teacher) {
+  CASTOR_CHECK(teacher == nullptr || teacher->cfg_.vocab_size == cfg_.vocab_size, "distillation teacher vocabulary (",
+               teacher ? teacher->cfg_.vocab_size : 0, ") differs from the model's (", cfg_.vocab_size, ")");
+  CASTOR_CHECK(teacher == nullptr || (teacher->max_B_ >= max_B_ && teacher->max_T_ >= max_T_),
+               "distillation teacher built for smaller batches than the model");
+  teacher_ = teacher;
+}
+
+Tensor Transformer::trunk_forward(const ModelInput& in, const uint8_t* masked, float balance_scale, float z_scale) {
+  CASTOR_CHECK(in.B <= max_B_ && in.T <= max_T_, "batch (", in.B, ", ", in.T, ") exceeds the model's buffers (",
+               max_B_, ", ", max_T_, ")");
   const int64_t C = cfg_.d_model;
-  kernels::Status st = kc::embedding_forward(emb_.f32(), ids, wte_->w, wpe_ ? wpe_->w : nullptr, pass.rows(),
-                                             pass.T, C, cfg_.vocab_size);
+  pass_ = {in.B, in.T};
+  pass_.balance_scale = balance_scale;
+  pass_.z_scale = z_scale;
+  kernels::Status st = kc::embedding_forward(emb_.f32(), in.ids, wte_->w, wpe_ ? wpe_->w : nullptr, in.rows(), in.T,
+                                             C, cfg_.vocab_size);
   CASTOR_CHECK(st == kernels::Status::kOk, "token id outside the model vocabulary (", cfg_.vocab_size, ")");
-  Tensor x = nn::rows_view(emb_.f32(), pass.rows(), C);
-  for (auto& b : blocks_) x = b->forward(pass, x);
-  return norm_f_->forward(pass, x);
+  if (adapters_) {
+    adapters_->forward(in, masked, wpe_ ? wpe_->w : nullptr, emb_.f32());
+  } else {
+    CASTOR_CHECK(in.n_patches == 0 && in.n_frames == 0, "the batch has images or audio but the model has no "
+                 "adapters (set --model.image_patch / --model.audio_stack)");
+  }
+  if (in.modality) {
+    attention_key_begin(in, key_begin_.data());
+    pass_.key_begin = key_begin_.data();
+  }
+  Tensor x = nn::rows_view(emb_.f32(), in.rows(), C);
+  for (auto& b : blocks_) x = b->forward(pass_, x);
+  Tensor h = norm_f_->forward(pass_, x);
+  norm_out_ = h.f32();
+  return h;
+}
+
+LossValues Transformer::forward(const ModelInput& in, const LossConfig& losses, const float* train_scale,
+                                uint64_t seed) {
+  in_ = in;
+  const bool train = train_scale != nullptr;
+  const float scale = train ? *train_scale : 0.0f;
+  const int64_t N = in.rows(), C = cfg_.d_model;
+  LossValues out;
+  auto set = [&](LossTerm t, double value, int64_t items) {
+    out.value[size_t(t)] = value;
+    out.items[size_t(t)] = items;
+  };
+
+  // Reconstruction masks: drawn per (sample, position), so independent of the layout.
+  masked_in_ = nullptr;
+  if (adapters_ && losses.reconstruction > 0 && losses.mask_ratio > 0 && in.sample && in.n_patches + in.n_frames > 0) {
+    std::fill(masked_.begin(), masked_.begin() + N, 0);
+    auto draw = [&](int64_t n, const int32_t* pos) {
+      for (int64_t i = 0; i < n; ++i)
+        masked_[size_t(pos[i])] = media_masked(seed, in.sample[pos[i] / in.T], pos[i] % in.T, losses.mask_ratio);
+    };
+    draw(in.n_patches, in.patch_pos);
+    draw(in.n_frames, in.frame_pos);
+    masked_in_ = masked_.data();
+  }
+  const int64_t moe_layers = cfg_.moe_layers();
+  const float layer_scale = moe_layers > 0 ? scale / float(moe_layers) : 0.0f;
+  Tensor h = trunk_forward(in, masked_in_, losses.balance * layer_scale, losses.router_z * layer_scale);
+  float* dh = train ? dhidden_.f32() : nullptr;
+
+  // lm and align: one pass of the fused head with per-row weights.
+  int64_t n_lm = 0, n_align = 0;
+  if (in.targets) {
+    for (int64_t n = 0; n < N; ++n) {
+      if (in.targets[n] < 0) continue;
+      (in.align && in.align[n] ? n_align : n_lm) += 1;
+    }
+    const float s_lm = n_lm ? losses.lm * scale / float(n_lm) : 0.0f;
+    const float s_align = n_align ? losses.align * scale / float(n_align) : 0.0f;
+    for (int64_t n = 0; n < N; ++n) row_scale_[size_t(n)] = in.align && in.align[n] ? s_align : s_lm;
+    kc::XentResult r;
+    CASTOR_KERNEL_CHECK(kc::lm_head_xent(&r, h.f32(), head_->w, in.targets, N, C, cfg_.vocab_size, 1.0f, dh,
+                                         train ? head_->g : nullptr, head_scratch_.f32(), head_chunk_,
+                                         row_scale_.data(), row_losses_.data()));
+    double sum_lm = 0.0, sum_align = 0.0;
+    for (int64_t n = 0; n < N; ++n) {
+      if (in.targets[n] < 0) continue;
+      (in.align && in.align[n] ? sum_align : sum_lm) += row_losses_[size_t(n)];
+    }
+    if (n_lm) set(LossTerm::lm, sum_lm / double(n_lm), n_lm);
+    if (n_align) set(LossTerm::align, sum_align / double(n_align), n_align);
+  } else if (dh) {
+    std::fill(dh, dh + N * C, 0.0f);
+  }
+  if (teacher_ && losses.distill > 0 && in.targets && n_lm + n_align > 0) {
+    int64_t count = 0;
+    const double kd = distill(in, losses.distill_temperature, losses.distill * scale / float(n_lm + n_align), train,
+                              &count);
+    set(LossTerm::distill, kd / double(count), count);
+  }
+  if (heads_ && losses.contrastive > 0) {
+    const HeadResult r = heads_->contrastive(in, h.f32(), losses.temperature, losses.contrastive * scale, dh);
+    if (r.items) set(LossTerm::contrastive, r.loss, r.items);
+    out.pairs_correct = r.correct;
+  }
+  if (heads_ && masked_in_) {
+    const HeadResult r = heads_->reconstruction(in, masked_in_, h.f32(), losses.reconstruction * scale, dh);
+    if (r.items) set(LossTerm::reconstruction, r.loss, r.items);
+  }
+  if (moe_layers > 0) {
+    double balance = 0.0, z = 0.0;
+    for (const nn::MoeStats* s : moe_stats()) {
+      balance += s->balance;
+      z += s->router_z;
+    }
+    set(LossTerm::balance, balance / double(moe_layers), moe_layers);
+    set(LossTerm::router_z, z / double(moe_layers), moe_layers);
+  }
+  for (int t = 0; t < kLossTerms; ++t)
+    if (out.items[size_t(t)] > 0) out.total += double(loss_term_weight(losses, LossTerm(t))) * out.value[size_t(t)];
+  pending_backward_ = train;
+  return out;
+}
+
+double Transformer::distill(const ModelInput& in, float temperature, float grad_scale, bool train, int64_t* count) {
+  const int64_t N = in.rows(), C = cfg_.d_model, V = cfg_.vocab_size, tC = teacher_->cfg_.d_model;
+  const float* h = norm_out_;  // this model's final hidden states (trunk_forward)
+  const float* th = teacher_->hidden(in);
+  const Param& tw = teacher_->head();
+  const int64_t chunk = head_chunk_;
+  kd_scratch_.resize(size_t(3 * chunk * V));
+  float* s = kd_scratch_.data();
+  float* t = s + chunk * V;
+  float* ds = t + chunk * V;
+  double loss = 0.0;
+  *count = 0;
+  for (int64_t c0 = 0; c0 < N; c0 += chunk) {
+    const int64_t rows = std::min(chunk, N - c0);
+    CASTOR_KERNEL_CHECK(kc::gemm(false, true, rows, V, C, 1.0f, h + c0 * C, C, head_->w, C, 0.0f, s, V));
+    CASTOR_KERNEL_CHECK(kc::gemm(false, true, rows, V, tC, 1.0f, th + c0 * tC, tC, tw.w, tC, 0.0f, t, V));
+    double sum = 0.0;
+    int64_t n = 0;
+    CASTOR_KERNEL_CHECK(kc::kl_distill(s, t, in.targets + c0, rows, V, temperature, &sum, &n, grad_scale,
+                                       train ? ds : nullptr));
+    loss += sum;
+    *count += n;
+    if (!train) continue;
+    CASTOR_KERNEL_CHECK(kc::gemm(false, false, rows, C, V, 1.0f, ds, V, head_->w, C, 1.0f, dhidden_.f32() + c0 * C, C));
+    CASTOR_KERNEL_CHECK(kc::gemm(true, false, V, C, rows, 1.0f, ds, V, h + c0 * C, C, 1.0f, head_->g, C));
+  }
+  return loss;
 }
 
 kc::XentResult Transformer::forward(const int32_t* ids, const int32_t* targets, int64_t B, int64_t T,
                                     const float* grad_scale) {
-  pass_ = {B, T};
-  ids_ = ids;
-  Tensor h = trunk_forward(pass_, ids);
+  ModelInput in;
+  in.B = B;
+  in.T = T;
+  in.ids = ids;
+  in.targets = targets;
+  int64_t count = 0;
+  for (int64_t n = 0; n < B * T; ++n) count += targets[n] >= 0;
+  LossConfig lm_only;
+  lm_only.lm = 1.0f;
+  const float scale = grad_scale ? *grad_scale * float(count) : 0.0f;
+  forward(in, lm_only, grad_scale ? &scale : nullptr);
   kc::XentResult r;
-  const bool train = grad_scale != nullptr;
-  CASTOR_KERNEL_CHECK(kc::lm_head_xent(&r, h.f32(), head_->w, targets, pass_.rows(), cfg_.d_model,
-                                       cfg_.vocab_size, train ? *grad_scale : 0.0f,
-                                       train ? dhidden_.f32() : nullptr, train ? head_->g : nullptr,
-                                       head_scratch_.f32(), head_chunk_));
-  pending_backward_ = train;
+  for (int64_t n = 0; n < B * T; ++n) r.loss_sum += targets[n] >= 0 ? row_losses_[size_t(n)] : 0.0;
+  r.count = count;
   return r;
 }
 
@@ -75,24 +234,47 @@ void Transformer::backward(const std::function<void(size_t)>& grads_ready) {
     if (grads_ready) grads_ready(offset);
   };
   Tensor d = norm_f_->backward(pass_, nn::rows_view(dhidden_.f32(), pass_.rows(), cfg_.d_model));
-  ready(norm_offset_);  // final norm and an untied head (its gradient came with forward)
+  ready(norm_offset_);  // final norm and the heads (their gradients came with forward)
   for (size_t l = blocks_.size(); l-- > 0;) {
     d = blocks_[l]->backward(pass_, d);
     ready(block_offset_[l]);
   }
-  CASTOR_KERNEL_CHECK(kc::embedding_backward(wte_->g, wpe_ ? wpe_->g : nullptr, d.f32(), ids_, pass_.rows(),
+  if (adapters_) adapters_->backward(in_, masked_in_, wpe_ ? wpe_->g : nullptr, d.f32());
+  CASTOR_KERNEL_CHECK(kc::embedding_backward(wte_->g, wpe_ ? wpe_->g : nullptr, d.f32(), in_.ids, pass_.rows(),
                                              pass_.T, cfg_.d_model, cfg_.vocab_size));
   ready(0);
 }
 
-void Transformer::last_logits(const int32_t* ids, int64_t B, int64_t T, float* logits) {
-  nn::Pass pass{B, T};
-  Tensor h = trunk_forward(pass, ids);
-  const int64_t C = cfg_.d_model, V = cfg_.vocab_size;
-  // Row (b, T-1) of each sequence: a strided view (lda = T*C) into the hidden states.
-  CASTOR_KERNEL_CHECK(kc::gemm(false, true, B, V, C, 1.0f, h.f32() + (T - 1) * C, T * C, head_->w, C, 0.0f,
-                               logits, V));
+const float* Transformer::hidden(const ModelInput& in) {
   pending_backward_ = false;
+  return trunk_forward(in, nullptr, 0.0f, 0.0f).f32();
+}
+
+void Transformer::last_logits(const ModelInput& in, float* logits) {
+  const float* h = hidden(in);
+  const int64_t C = cfg_.d_model, V = cfg_.vocab_size, T = in.T;
+  // Row (b, T-1) of each sequence: a strided view (lda = T*C) into the hidden states.
+  CASTOR_KERNEL_CHECK(kc::gemm(false, true, in.B, V, C, 1.0f, h + (T - 1) * C, T * C, head_->w, C, 0.0f, logits, V));
+}
+
+void Transformer::last_logits(const int32_t* ids, int64_t B, int64_t T, float* logits) {
+  ModelInput in;
+  in.B = B;
+  in.T = T;
+  in.ids = ids;
+  last_logits(in, logits);
+}
+
+void Transformer::pair_embeddings(const ModelInput& in, std::vector<float>& media, std::vector<float>& text) {
+  CASTOR_CHECK(heads_, "the model has no contrastive heads (no image or audio adapter)");
+  heads_->embed_pairs(in, hidden(in), media, text);
+}
+
+std::vector<const nn::MoeStats*> Transformer::moe_stats() const {
+  std::vector<const nn::MoeStats*> out;
+  for (const auto& b : blocks_)
+    if (b->moe()) out.push_back(&b->moe()->stats());
+  return out;
 }
 
 }  // namespace castor

@@ -1,57 +1,103 @@
-// Transformer: the dense decoder-only language model (GPT-2 or Llama family by config).
-// ids (B, T) -> embeddings -> blocks -> final norm -> LM head fused with cross-entropy.
-// The fused head produces its gradients during forward, so a training step is
-// forward(ids, targets, grad_scale) then backward(); evaluation passes no grad_scale.
+// Transformer: the decoder-only model (GPT-2 or Llama family by config), dense or with MoE
+// feed-forward layers, text-only or multimodal (docs/model.md). A micro-batch goes
+// embeddings (+ image/audio adapters) -> blocks -> final norm -> heads: the LM head fused
+// with cross-entropy (lm and align terms), distillation from a teacher, contrastive and
+// reconstruction heads. Heads produce their gradients during forward, so a training step
+// is forward(input, losses, &scale) then backward(); evaluation passes no scale.
 #pragma once
+#include <array>
 #include <functional>
 #include <memory>
 #include <vector>
 
 #include "core/config.h"
+#include "core/model_input.h"
+#include "core/multimodal.h"
 #include "core/nn/block.h"
 #include "core/param.h"
 #include "kernels/cpu/lm_head_xent.h"
 
 namespace castor {
 
+enum class LossTerm { lm, align, contrastive, reconstruction, balance, router_z, distill };
+inline constexpr int kLossTerms = 7;
+const char* loss_term_name(LossTerm t);
+float loss_term_weight(const LossConfig& c, LossTerm t);
+
+// The loss terms of one micro-batch: each a mean over its own items (docs/model.md).
+struct LossValues {
+  std::array<double, kLossTerms> value{};
+  std::array<int64_t, kLossTerms> items{};  // 0: the term is absent from this micro-batch
+  double total = 0.0;                       // sum of weight * value
+  int64_t pairs_correct = 0;                // contrastive pairs whose media retrieves its own text
+  double& operator[](LossTerm t) { return value[size_t(t)]; }
+  double operator[](LossTerm t) const { return value[size_t(t)]; }
+  int64_t count(LossTerm t) const { return items[size_t(t)]; }
+};
+
 class Transformer {
  public:
   // Registers every parameter in `store` (allocation and init are the caller's:
   // store.allocate(backend); store.initialize(seed)).
   Transformer(const ModelConfig& cfg, ParamStore& store, Backend& backend, int64_t max_B, int64_t max_T);
+  ~Transformer();
 
-  // Loss summed over targets >= 0 and their count. With grad_scale set, parameter
-  // gradients of the head are accumulated (+=) scaled by *grad_scale, and backward()
-  // must follow before the next forward.
+  // The loss terms of `losses` on a micro-batch. With train_scale set, parameter gradients
+  // of d(scale * sum_t weight_t * term_t) are accumulated: the heads' now, the rest by the
+  // backward() that must follow before the next forward. seed: reconstruction masks.
+  LossValues forward(const ModelInput& in, const LossConfig& losses, const float* train_scale, uint64_t seed = 0);
+  // Text-only convenience: the summed next-token loss over targets >= 0; gradients of
+  // *grad_scale * that sum.
   kernels::cpu::XentResult forward(const int32_t* ids, const int32_t* targets, int64_t B, int64_t T,
                                    const float* grad_scale);
   // grads_ready(offset), when given, is called as backward goes: every gradient at arena
   // offset >= offset is final (data parallelism starts reducing those buckets while the
-  // rest of backward runs). Arena order is registration order: embeddings, blocks, final
-  // norm, head; backward finishes it from the end.
+  // rest of backward runs). Arena order is registration order: embeddings and adapters,
+  // blocks, final norm, heads; backward finishes it from the end.
   void backward(const std::function<void(size_t)>& grads_ready = nullptr);
 
+  // Distillation teacher (forward only; same vocabulary), or nullptr.
+  void set_teacher(Transformer* teacher);
+  // Final hidden states (B*T, C) of a forward without losses (valid until the next call).
+  const float* hidden(const ModelInput& in);
   // Next-token logits (V floats) at the last position of each of the B rows.
   void last_logits(const int32_t* ids, int64_t B, int64_t T, float* logits);
+  void last_logits(const ModelInput& in, float* logits);
+  // Projected contrastive embeddings of the batch's pairs (n_pairs x d_model each).
+  void pair_embeddings(const ModelInput& in, std::vector<float>& media, std::vector<float>& text);
+  // Router statistics of each MoE layer from the last forward.
+  std::vector<const nn::MoeStats*> moe_stats() const;
 
   const ModelConfig& config() const { return cfg_; }
+  const Param& head() const { return *head_; }
   // Rows per chunk of the fused LM head for a batch of `rows` rows (bench/NOTES.md).
   static int64_t head_chunk_rows(int64_t rows, int64_t vocab_size);
 
  private:
-  Tensor trunk_forward(const nn::Pass& pass, const int32_t* ids);
+  Tensor trunk_forward(const ModelInput& in, const uint8_t* masked, float balance_scale, float z_scale);
+  double distill(const ModelInput& in, float temperature, float grad_scale, bool train, int64_t* count);
   ModelConfig cfg_;
   int64_t max_B_, max_T_;
   Param* wte_ = nullptr;
   Param* wpe_ = nullptr;
   Param* head_ = nullptr;  // == wte_ when tied
+  std::unique_ptr<MediaAdapters> adapters_;
+  std::unique_ptr<MultimodalHeads> heads_;
   std::vector<std::unique_ptr<nn::Block>> blocks_;
   std::vector<size_t> block_offset_;  // arena offset of each block's first parameter
   size_t norm_offset_ = 0;            // ... of the final norm's
   std::unique_ptr<nn::Norm> norm_f_;
   Buffer emb_, dhidden_, head_scratch_;
   int64_t head_chunk_ = 0;
-  const int32_t* ids_ = nullptr;
+  std::vector<int32_t> key_begin_;
+  std::vector<uint8_t> masked_;
+  std::vector<float> row_scale_;
+  std::vector<double> row_losses_;
+  std::vector<float> kd_scratch_;
+  const float* norm_out_ = nullptr;
+  Transformer* teacher_ = nullptr;
+  ModelInput in_;
+  const uint8_t* masked_in_ = nullptr;
   nn::Pass pass_;
   bool pending_backward_ = false;
 };

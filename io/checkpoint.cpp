@@ -21,6 +21,17 @@ void write_model_config(CheckpointWriter& w, const ModelConfig& m) {
   w.write_double("model.norm_eps", m.norm_eps);
   w.write_double("model.rope_theta", m.rope_theta);
   w.write_double("model.init_std", m.init_std);
+  w.write_int64("model.moe_experts", m.moe_experts);
+  w.write_int64("model.moe_top_k", m.moe_top_k);
+  w.write_int64("model.moe_every", m.moe_every);
+  w.write_int64("model.moe_d_ff", m.moe_experts > 0 ? m.expert_ffn_dim() : 0);
+  w.write_double("model.moe_capacity", m.moe_capacity);
+  w.write_int64("model.moe_shared_expert", m.moe_shared_expert ? 1 : 0);
+  w.write_int64("model.image_patch", m.image_patch);
+  w.write_int64("model.image_channels", m.image_channels);
+  w.write_int64("model.image_grid", m.image_patch > 0 ? m.image_grid_size() : 0);
+  w.write_int64("model.audio_stack", m.audio_stack);
+  w.write_int64("model.n_mels", m.n_mels);
 }
 
 void save_checkpoint(const std::string& path, const ModelConfig& model, const ParamStore& store,
@@ -56,6 +67,19 @@ ModelConfig read_model_config(const std::string& path) {
   m.norm_eps = float(r.read_double("model.norm_eps"));
   m.rope_theta = float(r.read_double("model.rope_theta"));
   m.init_std = float(r.read_double("model.init_std"));
+  if (r.has("model.moe_experts")) {  // checkpoints written before the MoE model have none of these
+    m.moe_experts = r.read_int64("model.moe_experts");
+    m.moe_top_k = r.read_int64("model.moe_top_k");
+    m.moe_every = r.read_int64("model.moe_every");
+    m.moe_d_ff = r.read_int64("model.moe_d_ff");
+    m.moe_capacity = r.read_double("model.moe_capacity");
+    m.moe_shared_expert = r.read_int64("model.moe_shared_expert") != 0;
+    m.image_patch = r.read_int64("model.image_patch");
+    m.image_channels = r.read_int64("model.image_channels");
+    m.image_grid = r.read_int64("model.image_grid");
+    m.audio_stack = r.read_int64("model.audio_stack");
+    m.n_mels = r.read_int64("model.n_mels");
+  }
   try {
     m.validate();
   } catch (const Error& e) {
@@ -78,6 +102,19 @@ void load_checkpoint(const std::string& path, const ModelConfig& model, ParamSto
   same("n_kv_heads", saved.kv_heads(), model.kv_heads());
   same("d_ff", saved.ffn_dim(), model.ffn_dim());
   same("max_seq_len", saved.max_seq_len, model.max_seq_len);
+  same("moe_experts", saved.moe_experts, model.moe_experts);
+  if (model.moe_experts > 0) {
+    same("moe_top_k", saved.moe_top_k, model.moe_top_k);
+    same("moe_every", saved.moe_every, model.moe_every);
+    same("moe_d_ff", saved.expert_ffn_dim(), model.expert_ffn_dim());
+    same("moe_shared_expert", saved.moe_shared_expert, model.moe_shared_expert);
+  }
+  same("image_patch", saved.image_patch, model.image_patch);
+  same("image_channels", saved.image_channels, model.image_channels);
+  same("image_grid", saved.image_patch > 0 ? saved.image_grid_size() : 0,
+       model.image_patch > 0 ? model.image_grid_size() : 0);
+  same("audio_stack", saved.audio_stack, model.audio_stack);
+  same("n_mels", saved.n_mels, model.n_mels);
   CheckpointReader r(path);
   for (Param& p : store.params()) {
     r.read_tensor("model/" + p.name, p.shape.dims(), p.w);

@@ -24,8 +24,8 @@ struct Loader::Piece {
 };
 
 struct Loader::Scratch {
-  std::vector<uint8_t> kind, no_loss, pixels;
-  std::vector<int32_t> token, docpos, docnum, tokens;
+  std::vector<uint8_t> kind, no_loss, pixels, prompted;
+  std::vector<int32_t> token, docpos, docnum, tokens, segbeg;
   std::vector<float> features;
   std::vector<Piece> pieces;
 };
@@ -41,6 +41,27 @@ void LoaderOptions::validate() const {
 
 int64_t Batch::text_tokens() const {
   return std::count(modality.begin(), modality.end(), static_cast<uint8_t>(Modality::text));
+}
+
+ModelInput Batch::view() const {
+  ModelInput in;
+  in.B = B;
+  in.T = T;
+  in.ids = ids.data();
+  in.targets = targets.data();
+  in.modality = modality.data();
+  in.align = align.data();
+  in.segment_begin = segment_begin.data();
+  in.sample = sample.data();
+  in.n_patches = int64_t(patch_pos.size());
+  in.patches = patches.data();
+  in.patch_pos = patch_pos.data();
+  in.patch_grid = patch_grid.data();
+  in.n_frames = int64_t(frame_pos.size());
+  in.frames = frames.data();
+  in.frame_pos = frame_pos.data();
+  in.pairs = pairs;
+  return in;
 }
 
 Loader::Loader(const std::string& path, const LoaderOptions& opts) : opts_(opts) {
@@ -135,8 +156,11 @@ void Loader::build_layout(Shard& s, const std::string& file) {
 void Loader::read_window(int64_t w, int64_t row, Batch& out) const {
   const int64_t T = opts_.seq_len, a = w * T, end = a + T + 1;  // positions [a, end)
   thread_local Scratch sc;
-  auto& [kind, no_loss, scratch_u8, token, docpos, docnum, scratch_tok, scratch_f, pieces] = sc;
+  auto& [kind, no_loss, scratch_u8, prompted, token, docpos, docnum, scratch_tok, segbeg, scratch_f, pieces] = sc;
   kind.assign(size_t(T + 1), uint8_t(Modality::pad));
+  prompted.assign(size_t(T + 1), 0);
+  segbeg.resize(size_t(T + 1));
+  for (int64_t t = 0; t <= T; ++t) segbeg[size_t(t)] = int32_t(std::min(t, T - 1));
   no_loss.assign(size_t(T + 1), 1);
   token.assign(size_t(T + 1), eot_);
   docpos.assign(size_t(T + 1), 0);
@@ -154,12 +178,18 @@ void Loader::read_window(int64_t w, int64_t row, Batch& out) const {
     pieces.clear();
     for (d = std::max<int64_t>(d, 0); d < D && s.doc_start[size_t(d)] < end; ++d) {
       const int64_t d0 = s.doc_start[size_t(d)], d1 = s.doc_start[size_t(d) + 1];
+      bool has_prompt = false;  // supervised fine-tuning data: its targets count as "align"
+      for (int64_t i = seg_off[size_t(d)]; i < seg_off[size_t(d) + 1]; ++i)
+        has_prompt = has_prompt || (segs[size_t(i)].kind == SegmentKind::text && (segs[size_t(i)].flags & kSegmentNoLoss));
+      if (has_prompt)
+        for (int64_t p = std::max(d0, a); p < std::min(d1, end); ++p) prompted[size_t(p - a)] = 1;
       for (int64_t i = seg_off[size_t(d)]; i < seg_off[size_t(d) + 1]; ++i) {
         const SegmentInfo& seg = segs[size_t(i)];
         const int64_t p0 = s.seg_start[size_t(i)], n = s.seg_positions[size_t(i)];
         if (p0 >= end) break;
         if (p0 + n <= a) continue;
         const int64_t lo = std::max(p0, a), hi = std::min(p0 + n, end);
+        for (int64_t p = lo; p < hi; ++p) segbeg[size_t(p - a)] = int32_t(lo - a);
         if (seg.kind == SegmentKind::text) {
           pieces.push_back({seg.start + (lo - p0), hi - lo, lo - a, (seg.flags & kSegmentNoLoss) != 0});
           std::fill(kind.begin() + (lo - a), kind.begin() + (hi - a), uint8_t(Modality::text));
@@ -238,6 +268,8 @@ void Loader::read_window(int64_t w, int64_t row, Batch& out) const {
     out.modality[o] = kind[i];
     out.position[o] = docpos[i];
     out.doc[o] = docnum[i];
+    out.segment_begin[o] = segbeg[i];
+    out.align[o] = out.targets[o] >= 0 && prompted[i + 1] ? 1 : 0;
   }
 }
 
@@ -270,6 +302,9 @@ void Loader::make_batch(int64_t first_global, Batch& b) const {
   b.modality.resize(size_t(B * T));
   b.position.resize(size_t(B * T));
   b.doc.resize(size_t(B * T));
+  b.segment_begin.resize(size_t(B * T));
+  b.align.resize(size_t(B * T));
+  b.sample.resize(size_t(B));
   b.patch_dim = b.frame_dim = 0;
   b.patches.clear();
   b.patch_pos.clear();
@@ -277,7 +312,10 @@ void Loader::make_batch(int64_t first_global, Batch& b) const {
   b.frames.clear();
   b.frame_pos.clear();
   b.pairs.clear();
-  for (int64_t row = 0; row < B; ++row) read_window(window_at(first_global + row), row, b);
+  for (int64_t row = 0; row < B; ++row) {
+    read_window(window_at(first_global + row), row, b);
+    b.sample[size_t(row)] = first_global + row;  // the global sample, not the window: epochs differ
+  }
 }
 
 void Loader::next(Batch& out) {

@@ -16,6 +16,7 @@
 #include <thread>
 #include <vector>
 
+#include "core/model_input.h"
 #include "io/shard.h"
 
 namespace castor::io {
@@ -25,7 +26,7 @@ struct LoaderCursor {
   int64_t index = 0;  // next window of the epoch's order, counted over all dp ranks
 };
 
-enum class Modality : uint8_t { text = 0, image = 1, audio = 2, pad = 3 };
+using castor::Modality;  // core/model_input.h
 
 struct LoaderOptions {
   int64_t seq_len = 0;          // T: positions per sequence
@@ -39,13 +40,9 @@ struct LoaderOptions {
   void validate() const;
 };
 
-// Where a paired image/audio segment and its caption/transcript sit within row `row`
-// (position ranges [begin, end)); only pairs wholly inside the sequence are listed.
-struct PairSpan {
-  int32_t row = 0;
-  Modality media = Modality::image;
-  int32_t media_begin = 0, media_end = 0, text_begin = 0, text_end = 0;
-};
+// Where a paired image/audio segment and its caption/transcript sit within a row; only
+// pairs wholly inside the sequence are listed.
+using PairSpan = castor::MediaPair;
 
 // One rank's micro-batch: B rows of T positions, row-major (B, T) arrays.
 struct Batch {
@@ -55,6 +52,9 @@ struct Batch {
   std::vector<uint8_t> modality;   // Modality per position
   std::vector<int32_t> position;   // position within its document (0 at a document start)
   std::vector<int32_t> doc;        // document number within the row (0, 1, ...), -1 on padding
+  std::vector<int32_t> segment_begin;  // row position where the position's segment starts (0: before the row)
+  std::vector<uint8_t> align;      // 1: the target is a response token (its document has a prompt segment)
+  std::vector<int64_t> sample;     // per row: the global window index (epoch * windows + index)
   // Image positions: patch values P*P*C in [0, 1] (row-major within the patch), the flat
   // position b*T + t of each patch and its (row, column) in the image's patch grid.
   int64_t patch_dim = 0;
@@ -66,6 +66,7 @@ struct Batch {
   std::vector<int32_t> frame_pos;
   std::vector<PairSpan> pairs;
   int64_t text_tokens() const;     // positions with modality text
+  ModelInput view() const;         // the model's view of this batch
 };
 
 class Loader {

@@ -90,7 +90,32 @@ bool parse_train_options(const std::vector<std::string>& args, TrainOptions& out
       "model.max_seq_len", opt(&o.model.max_seq_len), "maximum positions (learned position table size)")(
       "model.norm_eps", opt(&o.model.norm_eps), "LayerNorm/RMSNorm epsilon")(
       "model.rope_theta", opt(&o.model.rope_theta), "RoPE base (llama)")(
-      "model.init_std", opt(&o.model.init_std), "initialisation std (residual projections scaled by 1/sqrt(2L))");
+      "model.init_std", opt(&o.model.init_std), "initialisation std (residual projections scaled by 1/sqrt(2L))")(
+      "model.moe_experts", opt(&o.model.moe_experts), "experts per MoE layer; 0 = dense feed-forward everywhere")(
+      "model.moe_top_k", opt(&o.model.moe_top_k), "experts each token is routed to (1 <= k <= moe_experts)")(
+      "model.moe_every", opt(&o.model.moe_every), "every k-th layer is MoE (layers k-1, 2k-1, ...); 1 = all")(
+      "model.moe_d_ff", opt(&o.model.moe_d_ff), "expert hidden size; 0 = model.d_ff")(
+      "model.moe_capacity", opt(&o.model.moe_capacity),
+      "capacity factor: each expert keeps at most ceil(c * tokens * k / experts) tokens, the rest are dropped; 0 = dropless")(
+      "model.moe_shared_expert", opt(&o.model.moe_shared_expert), "add a shared expert applied to every token (true/false)")(
+      "model.image_patch", opt(&o.model.image_patch), "image patch side P (P x P pixels per position); 0 = no image adapter")(
+      "model.image_channels", opt(&o.model.image_channels), "image channels (1 grey, 3 RGB)")(
+      "model.image_grid", opt(&o.model.image_grid), "largest patch grid side (2-D position table); 0 = 16")(
+      "model.audio_stack", opt(&o.model.audio_stack), "log-mel frames per audio position; 0 = no audio adapter")(
+      "model.n_mels", opt(&o.model.n_mels), "log-mel bands per frame; 0 = the data's");
+
+  po::options_description loss("Losses [loss] (docs/model.md)");
+  loss.add_options()("loss.lm", opt(&o.loss.lm), "weight of next-token cross-entropy on text")(
+      "loss.align", opt(&o.loss.align), "weight of cross-entropy on response tokens of prompt/response documents")(
+      "loss.contrastive", opt(&o.loss.contrastive), "weight of InfoNCE between media and their captions/transcripts")(
+      "loss.reconstruction", opt(&o.loss.reconstruction), "weight of MSE on masked image patches / audio frames")(
+      "loss.balance", opt(&o.loss.balance), "weight of the MoE load-balancing loss")(
+      "loss.router_z", opt(&o.loss.router_z), "weight of the MoE router z-loss")(
+      "loss.distill", opt(&o.loss.distill), "weight of KL distillation from --loss.teacher")(
+      "loss.temperature", opt(&o.loss.temperature), "InfoNCE temperature")(
+      "loss.mask_ratio", opt(&o.loss.mask_ratio), "share of media positions masked for reconstruction")(
+      "loss.distill_temperature", opt(&o.loss.distill_temperature), "distillation softmax temperature")(
+      "loss.teacher", opt(&o.loss.teacher), "teacher checkpoint for distillation (same vocabulary, any size)");
 
   po::options_description optim("Optimizer [optim]");
   optim.add_options()("optim.lr", opt(&o.optim.lr), "peak learning rate")(
@@ -113,6 +138,8 @@ bool parse_train_options(const std::vector<std::string>& args, TrainOptions& out
       "train.ckpt_every", opt(&o.train.ckpt_every), "checkpoint every N steps; 0 = only at the end")(
       "train.threads", opt(&o.train.threads), "CPU threads (OpenMP + OpenBLAS); 0 = all cores")(
       "train.out_dir", opt(&o.train.out_dir), "run directory: checkpoints step_XXXXXXXX.h5, metrics.jsonl")(
+      "train.init_from", opt(&o.train.init_from),
+      "start from this checkpoint's weights (fine-tuning stage; optimizer and data start fresh)")(
       "train.resume", po::bool_switch(&o.train.resume), "resume from the latest complete checkpoint in out_dir")(
       "train.exit_after", opt(&o.train.exit_after),
       "save a checkpoint and exit after N steps of this invocation (for time-limited jobs); 0 = off");
@@ -133,7 +160,7 @@ bool parse_train_options(const std::vector<std::string>& args, TrainOptions& out
   po::options_description all("castor train: train a decoder-only transformer on HDF5 token shards.\n"
                               "Usage: castor train [--config FILE.ini] [--section.key VALUE ...]\n"
                               "Command-line values override the config file");
-  all.add(general).add(model).add(optim).add(train).add(data).add(parallel);
+  all.add(general).add(model).add(loss).add(optim).add(train).add(data).add(parallel);
 
   po::variables_map vm;
   try {

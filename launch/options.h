@@ -12,6 +12,7 @@ namespace castor::launch {
 
 struct TrainOptions {
   ModelConfig model;
+  LossConfig loss;
   OptimConfig optim;
   TrainConfig train;
   ParallelConfig parallel;

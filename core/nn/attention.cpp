@@ -40,7 +40,7 @@ Tensor Attention::forward(const Pass& pass, Tensor x) {
                                        stride, false));
   }
   CASTOR_KERNEL_CHECK(kc::attention_forward(out_.f32(), lse_.f32(), qkv_act_, shape(pass),
-                                            scratch_.f32(), scratch_floats_));
+                                            scratch_.f32(), scratch_floats_, pass.key_begin));
   return proj_->forward(pass, rows_view(out_.f32(), pass.rows(), H_ * D_));
 }
 
@@ -48,7 +48,7 @@ Tensor Attention::backward(const Pass& pass, Tensor dy) {
   Tensor d_att = proj_->backward(pass, dy);
   float* dqkv = dout_.f32();
   CASTOR_KERNEL_CHECK(kc::attention_backward(dqkv, d_att.f32(), qkv_act_, out_.f32(), lse_.f32(),
-                                             shape(pass), scratch_.f32(), scratch_floats_));
+                                             shape(pass), scratch_.f32(), scratch_floats_, pass.key_begin));
   const int64_t stride = (H_ + 2 * KVH_) * D_;
   if (rope_) {
     CASTOR_KERNEL_CHECK(kc::rope_apply(dqkv, rope_table_.f32(), pass.B, pass.T, H_, D_, stride, true));

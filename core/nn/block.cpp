@@ -25,9 +25,10 @@ Block::Block(ParamStore& store, Backend& backend, const ModelConfig& cfg, int64_
         std::vector<Linear::Piece>{{p + ".attn.c_attn.weight", p + ".attn.c_attn.bias", (H + 2 * KVH) * hd}},
         Linear::Piece{p + ".attn.c_proj.weight", p + ".attn.c_proj.bias", C_}, proj_std);
     norm2_ = std::make_unique<Norm>(store, backend, rows, C_, cfg.family, p + ".ln_2", cfg.norm_eps);
-    mlp_ = std::make_unique<Mlp>(store, backend, cfg, rows,
-                                 std::vector<Linear::Piece>{{p + ".mlp.c_fc.weight", p + ".mlp.c_fc.bias", cfg.ffn_dim()}},
-                                 Linear::Piece{p + ".mlp.c_proj.weight", p + ".mlp.c_proj.bias", C_}, proj_std);
+    if (!cfg.is_moe_layer(layer))
+      ffn_ = std::make_unique<Mlp>(store, backend, cfg, rows,
+                                   std::vector<Linear::Piece>{{p + ".mlp.c_fc.weight", p + ".mlp.c_fc.bias", cfg.ffn_dim()}},
+                                   Linear::Piece{p + ".mlp.c_proj.weight", p + ".mlp.c_proj.bias", C_}, proj_std);
   } else {
     const std::string p = "model.layers." + L;
     norm1_ = std::make_unique<Norm>(store, backend, rows, C_, cfg.family, p + ".input_layernorm", cfg.norm_eps);
@@ -38,10 +39,19 @@ Block::Block(ParamStore& store, Backend& backend, const ModelConfig& cfg, int64_
                                         Linear::Piece{p + ".self_attn.o_proj.weight", "", C_}, proj_std);
     norm2_ = std::make_unique<Norm>(store, backend, rows, C_, cfg.family, p + ".post_attention_layernorm",
                                     cfg.norm_eps);
-    mlp_ = std::make_unique<Mlp>(store, backend, cfg, rows,
-                                 std::vector<Linear::Piece>{{p + ".mlp.gate_proj.weight", "", cfg.ffn_dim()},
-                                                            {p + ".mlp.up_proj.weight", "", cfg.ffn_dim()}},
-                                 Linear::Piece{p + ".mlp.down_proj.weight", "", C_}, proj_std);
+    if (!cfg.is_moe_layer(layer))
+      ffn_ = std::make_unique<Mlp>(store, backend, cfg, rows,
+                                   std::vector<Linear::Piece>{{p + ".mlp.gate_proj.weight", "", cfg.ffn_dim()},
+                                                              {p + ".mlp.up_proj.weight", "", cfg.ffn_dim()}},
+                                   Linear::Piece{p + ".mlp.down_proj.weight", "", C_}, proj_std);
+  }
+  if (cfg.is_moe_layer(layer)) {
+    auto moe = std::make_unique<Moe>(
+        store, backend, cfg, rows,
+        cfg.family == Family::kGpt2 ? "transformer.h." + L + ".mlp" : "model.layers." + L + ".block_sparse_moe",
+        proj_std);
+    moe_ = moe.get();
+    ffn_ = std::move(moe);
   }
   const size_t bytes = size_t(rows * C_) * sizeof(float);
   res1_ = Buffer(backend, bytes);
@@ -55,14 +65,14 @@ Tensor Block::forward(const Pass& pass, Tensor x) {
   Tensor a = attn_->forward(pass, norm1_->forward(pass, x));
   CASTOR_KERNEL_CHECK(kc::add(res1_.f32(), x.f32(), a.f32(), n));
   Tensor r1 = rows_view(res1_.f32(), pass.rows(), C_);
-  Tensor m = mlp_->forward(pass, norm2_->forward(pass, r1));
+  Tensor m = ffn_->forward(pass, norm2_->forward(pass, r1));
   CASTOR_KERNEL_CHECK(kc::add(res2_.f32(), res1_.f32(), m.f32(), n));
   return rows_view(res2_.f32(), pass.rows(), C_);
 }
 
 Tensor Block::backward(const Pass& pass, Tensor dy) {
   const int64_t n = pass.rows() * C_;
-  Tensor dn2 = norm2_->backward(pass, mlp_->backward(pass, dy));
+  Tensor dn2 = norm2_->backward(pass, ffn_->backward(pass, dy));
   CASTOR_KERNEL_CHECK(kc::add(dres1_.f32(), dy.f32(), dn2.f32(), n));
   Tensor dr1 = rows_view(dres1_.f32(), pass.rows(), C_);
   Tensor dn1 = norm1_->backward(pass, attn_->backward(pass, dr1));

@@ -1,4 +1,5 @@
-// Pre-norm transformer block: x + attn(norm1(x)), then + mlp(norm2(.)).
+// Pre-norm transformer block: x + attn(norm1(x)), then + ffn(norm2(.)), where the
+// feed-forward is a dense Mlp or, in MoE layers (ModelConfig::is_moe_layer), a Moe.
 // Parameter names follow Hugging Face: transformer.h.{i}.* (gpt2) or model.layers.{i}.*
 // (llama), so export is a renaming only (our Linear weights are stored (out, in)).
 #pragma once
@@ -6,6 +7,7 @@
 
 #include "core/nn/attention.h"
 #include "core/nn/mlp.h"
+#include "core/nn/moe.h"
 #include "core/nn/norm.h"
 
 namespace castor::nn {
@@ -16,12 +18,14 @@ class Block final : public Module {
         int64_t max_T);
   Tensor forward(const Pass& pass, Tensor x) override;
   Tensor backward(const Pass& pass, Tensor dy) override;
+  const Moe* moe() const { return moe_; }  // nullptr in dense layers
 
  private:
   int64_t C_;
   std::unique_ptr<Norm> norm1_, norm2_;
   std::unique_ptr<Attention> attn_;
-  std::unique_ptr<Mlp> mlp_;
+  std::unique_ptr<Module> ffn_;
+  Moe* moe_ = nullptr;
   Buffer res1_, res2_, dres1_, dx_;
 };
 

@@ -9,7 +9,10 @@ namespace kc = kernels::cpu;
 
 Mlp::Mlp(ParamStore& store, Backend& backend, const ModelConfig& cfg, int64_t max_rows,
          const std::vector<Linear::Piece>& up, const Linear::Piece& down, float down_init_std)
-    : swiglu_(cfg.family == Family::kLlama), F_(cfg.ffn_dim()) {
+    : swiglu_(cfg.family == Family::kLlama) {
+  int64_t up_out = 0;
+  for (const Linear::Piece& p : up) up_out += p.out;
+  F_ = swiglu_ ? up_out / 2 : up_out;
   up_ = std::make_unique<Linear>(store, backend, max_rows, cfg.d_model, up, cfg.init_std);
   down_ = std::make_unique<Linear>(store, backend, max_rows, F_, std::vector<Linear::Piece>{down}, down_init_std);
   CASTOR_CHECK(up_->out_features() == (swiglu_ ? 2 * F_ : F_), "mlp: up pieces do not add up");

@@ -1,5 +1,6 @@
 // Feed-forward block: GPT-2's fc -> GELU(tanh) -> proj, or Llama's fused
-// [gate | up] -> SwiGLU -> down. The caller supplies the named pieces.
+// [gate | up] -> SwiGLU -> down. The caller supplies the named pieces; the hidden size
+// follows from them (the dense d_ff, or an MoE shared expert's).
 #pragma once
 #include <memory>
 #include <vector>

@@ -10,10 +10,13 @@
 
 namespace castor::nn {
 
-// One pass over a (B, T) batch of token rows.
+// One pass over a (B, T) batch of token rows, and what its modules need to know about it.
 struct Pass {
   int64_t B = 0;
   int64_t T = 0;
+  const int32_t* key_begin = nullptr;  // (B, T) first key each query attends to; nullptr: causal
+  float balance_scale = 0.0f;          // gradient weights of the MoE router losses (training)
+  float z_scale = 0.0f;
   int64_t rows() const { return B * T; }
 };
 

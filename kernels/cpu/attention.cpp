@@ -97,8 +97,13 @@ size_t attention_scratch_floats(const AttentionShape& s, int threads) {
   return per_thread_floats(s) * size_t(std::max(threads, 1));
 }
 
+// First key query t of row b may see: key_begin clamped to [0, t].
+inline int64_t first_key(const int32_t* key_begin, int64_t b, int64_t T, int64_t t) {
+  return key_begin ? std::clamp<int64_t>(key_begin[b * T + t], 0, t) : 0;
+}
+
 Status attention_forward(float* out, float* lse, const float* qkv, const AttentionShape& s,
-                         float* scratch, size_t scratch_floats) {
+                         float* scratch, size_t scratch_floats, const int32_t* key_begin) {
   if (!valid_shape(s)) return Status::kInvalidArgument;
   if (out == nullptr || lse == nullptr || qkv == nullptr || scratch == nullptr)
     return Status::kInvalidArgument;
@@ -134,11 +139,13 @@ Status attention_forward(float* out, float* lse, const float* qkv, const Attenti
       float* lse_bh = lse + (b * H + h) * T;
       for (int64_t r = 0; r < rows; ++r) {
         float* row = S + r * n;
-        const int64_t len = i0 + r + 1;  // causal: keys 0..i
-        const float m = row_max(row, len);
-        const float sum = exp_shift_sum(row, len, m);
+        const int64_t len = i0 + r + 1;  // causal: keys lo..i
+        const int64_t lo = first_key(key_begin, b, T, i0 + r);
+        const float m = row_max(row + lo, len - lo);
+        const float sum = exp_shift_sum(row + lo, len - lo, m);
         const float inv = 1.0f / sum;
-        for (int64_t j = 0; j < len; ++j) row[j] *= inv;
+        for (int64_t j = 0; j < lo; ++j) row[j] = 0.0f;
+        for (int64_t j = lo; j < len; ++j) row[j] *= inv;
         for (int64_t j = len; j < n; ++j) row[j] = 0.0f;
         lse_bh[i0 + r] = m + std::log(sum);
       }
@@ -152,7 +159,7 @@ Status attention_forward(float* out, float* lse, const float* qkv, const Attenti
 
 Status attention_backward(float* dqkv, const float* dout, const float* qkv, const float* out,
                           const float* lse, const AttentionShape& s, float* scratch,
-                          size_t scratch_floats) {
+                          size_t scratch_floats, const int32_t* key_begin) {
   if (!valid_shape(s)) return Status::kInvalidArgument;
   if (dqkv == nullptr || dout == nullptr || qkv == nullptr || out == nullptr || lse == nullptr ||
       scratch == nullptr)
@@ -202,7 +209,12 @@ Status attention_backward(float* dqkv, const float* dout, const float* qkv, cons
             float* prow = P + r * n;
             float* dsrow = dS + r * n;
             const int64_t len = i0 + r + 1;
-            softmax_grad_row(prow, dsrow, len, lse_bh[i0 + r], di);
+            const int64_t lo = first_key(key_begin, b, T, i0 + r);
+            softmax_grad_row(prow + lo, dsrow + lo, len - lo, lse_bh[i0 + r], di);
+            for (int64_t j = 0; j < lo; ++j) {
+              prow[j] = 0.0f;
+              dsrow[j] = 0.0f;
+            }
             for (int64_t j = len; j < n; ++j) {
               prow[j] = 0.0f;
               dsrow[j] = 0.0f;

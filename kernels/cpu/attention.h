@@ -3,6 +3,8 @@
 // Query head h reads kv head h / (H / KVH). out: (B, T, H*D). lse: (B, H, T) log-sum-exp
 // of the scaled, masked scores, saved so backward recomputes probabilities tile by tile
 // instead of keeping a (T x T) matrix per head. Backward overwrites (=) dqkv.
+// key_begin (B x T, optional): query t attends to keys [key_begin[b, t], t] (clamped),
+// e.g. a media segment encoded on its own (docs/model.md "Attention mask").
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -19,10 +21,10 @@ struct AttentionShape {
 size_t attention_scratch_floats(const AttentionShape& s, int threads);
 
 Status attention_forward(float* out, float* lse, const float* qkv, const AttentionShape& s,
-                         float* scratch, size_t scratch_floats);
+                         float* scratch, size_t scratch_floats, const int32_t* key_begin = nullptr);
 
 Status attention_backward(float* dqkv, const float* dout, const float* qkv, const float* out,
                           const float* lse, const AttentionShape& s, float* scratch,
-                          size_t scratch_floats);
+                          size_t scratch_floats, const int32_t* key_begin = nullptr);
 
 }  // namespace castor::kernels::cpu

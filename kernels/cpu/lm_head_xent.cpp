@@ -24,7 +24,7 @@ size_t lm_head_xent_scratch_floats(int64_t chunk_rows, int64_t V) {
 
 Status lm_head_xent(XentResult* result, const float* x, const float* w, const int32_t* targets,
                     int64_t N, int64_t C, int64_t V, float grad_scale, float* dx, float* dw,
-                    float* scratch, int64_t chunk_rows) {
+                    float* scratch, int64_t chunk_rows, const float* row_scale, double* row_losses) {
   if (result == nullptr || N < 0 || C <= 0 || V <= 0 || chunk_rows <= 0) {
     return Status::kInvalidArgument;
   }
@@ -65,9 +65,10 @@ Status lm_head_xent(XentResult* result, const float* x, const float* w, const in
         const float sum = vec::exp_shift_sum(row, V, m);  // row = exp(logit - m)
         loss = double(m) + std::log(double(sum)) - double(target_logit);
         if (backward) {  // dlogits = grad_scale * (p - onehot(t))
-          const float k = grad_scale / sum;
+          const float g = row_scale ? grad_scale * row_scale[c0 + r] : grad_scale;
+          const float k = g / sum;
           for (int64_t j = 0; j < V; ++j) row[j] *= k;
-          row[t] -= grad_scale;
+          row[t] -= g;
         }
       }
       std::memcpy(row_loss_bytes + 2 * r, &loss, sizeof loss);
@@ -78,6 +79,7 @@ Status lm_head_xent(XentResult* result, const float* x, const float* w, const in
       std::memcpy(&loss, row_loss_bytes + 2 * r, sizeof loss);
       loss_sum += loss;
       count += tc[r] >= 0;
+      if (row_losses) row_losses[c0 + r] = loss;
     }
 
     if (backward) {

@@ -2,7 +2,9 @@
 // at a time, turned into probabilities, loss and gradient, and dropped; no (N x V)
 // matrix ever exists. x: (N, C) final hidden states; w: (V, C); targets: (N) with -1 =
 // ignore. Returns the summed loss over non-ignored rows and their count.
-// If dx != nullptr: dx (=) and dw (+=) get grad_scale * d(loss_sum)/d(.).
+// If dx != nullptr: dx (=) and dw (+=) get grad_scale * d(loss_sum)/d(.), each row's part
+// further multiplied by row_scale[row] when given (e.g. separately weighted loss terms).
+// row_losses (N doubles, optional) receives each row's loss (0 for ignored rows).
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -21,6 +23,7 @@ size_t lm_head_xent_scratch_floats(int64_t chunk_rows, int64_t V);
 
 Status lm_head_xent(XentResult* result, const float* x, const float* w, const int32_t* targets,
                     int64_t N, int64_t C, int64_t V, float grad_scale, float* dx, float* dw,
-                    float* scratch, int64_t chunk_rows);
+                    float* scratch, int64_t chunk_rows, const float* row_scale = nullptr,
+                    double* row_losses = nullptr);
 
 }  // namespace castor::kernels::cpu

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <omp.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <limits>
@@ -36,7 +37,7 @@ struct Reference {
 // Naive attention in double: materialises the full causal T x T probability matrix per
 // (b, h); if dout is given, also the gradient with respect to qkv.
 Reference naive(const std::vector<float>& qkv, const AttentionShape& s,
-                const std::vector<float>* dout = nullptr) {
+                const std::vector<float>* dout = nullptr, const std::vector<int32_t>* key_begin = nullptr) {
   Reference ref;
   ref.out.assign(out_size(s), 0.0);
   ref.lse.assign(size_t(s.B * s.H * s.T), 0.0);
@@ -47,9 +48,13 @@ Reference naive(const std::vector<float>& qkv, const AttentionShape& s,
   for (int64_t b = 0; b < s.B; ++b) {
     for (int64_t h = 0; h < s.H; ++h) {
       const int64_t kh = s.H + h / group, vh = s.H + s.KVH + h / group;
+      // First key of query i: key_begin clamped to [0, i] (all keys when absent).
+      auto first = [&](int64_t i) {
+        return key_begin ? std::clamp<int64_t>((*key_begin)[size_t(b * T + i)], 0, i) : int64_t(0);
+      };
       for (int64_t i = 0; i < T; ++i) {
         double m = -std::numeric_limits<double>::infinity();
-        for (int64_t j = 0; j <= i; ++j) {
+        for (int64_t j = first(i); j <= i; ++j) {
           double dotqk = 0.0;
           for (int64_t d = 0; d < D; ++d)
             dotqk += double(qkv[at(s, b, i, h, d)]) * double(qkv[at(s, b, j, kh, d)]);
@@ -57,13 +62,13 @@ Reference naive(const std::vector<float>& qkv, const AttentionShape& s,
           m = std::max(m, P[i * T + j]);
         }
         double sum = 0.0;
-        for (int64_t j = 0; j <= i; ++j) sum += std::exp(P[i * T + j] - m);
+        for (int64_t j = first(i); j <= i; ++j) sum += std::exp(P[i * T + j] - m);
         const double lse = m + std::log(sum);
         ref.lse[size_t((b * s.H + h) * T + i)] = lse;
-        for (int64_t j = 0; j <= i; ++j) P[i * T + j] = std::exp(P[i * T + j] - lse);
+        for (int64_t j = 0; j <= i; ++j) P[i * T + j] = j < first(i) ? 0.0 : std::exp(P[i * T + j] - lse);
         for (int64_t d = 0; d < D; ++d) {
           double o = 0.0;
-          for (int64_t j = 0; j <= i; ++j) o += P[i * T + j] * double(qkv[at(s, b, j, vh, d)]);
+          for (int64_t j = first(i); j <= i; ++j) o += P[i * T + j] * double(qkv[at(s, b, j, vh, d)]);
           ref.out[size_t(((b * T + i) * s.H + h) * D + d)] = o;
         }
       }
@@ -73,13 +78,13 @@ Reference naive(const std::vector<float>& qkv, const AttentionShape& s,
       };
       for (int64_t i = 0; i < T; ++i) {
         double row = 0.0;  // sum_j P_ij dP_ij
-        for (int64_t j = 0; j <= i; ++j) {
+        for (int64_t j = first(i); j <= i; ++j) {
           double v = 0.0;
           for (int64_t d = 0; d < D; ++d) v += dO(i, d) * double(qkv[at(s, b, j, vh, d)]);
           dP[i * T + j] = v;
           row += P[i * T + j] * v;
         }
-        for (int64_t j = 0; j <= i; ++j) {
+        for (int64_t j = first(i); j <= i; ++j) {
           const double dS = P[i * T + j] * (dP[i * T + j] - row) * scale;
           for (int64_t d = 0; d < D; ++d) {
             ref.dqkv[at(s, b, i, h, d)] += dS * double(qkv[at(s, b, j, kh, d)]);
@@ -98,18 +103,19 @@ struct Result {
 };
 
 Result run(const std::vector<float>& qkv, const AttentionShape& s, const std::vector<float>* dout,
-        int threads) {
+        int threads, const std::vector<int32_t>* key_begin = nullptr) {
+  const int32_t* kb = key_begin ? key_begin->data() : nullptr;
   Result r;
   r.out.assign(out_size(s), std::nanf(""));
   r.lse.assign(size_t(s.B * s.H * s.T), std::nanf(""));
   std::vector<float> scratch(attention_scratch_floats(s, threads), std::nanf(""));
   EXPECT_EQ(attention_forward(r.out.data(), r.lse.data(), qkv.data(), s, scratch.data(),
-                              scratch.size()),
+                              scratch.size(), kb),
             Status::kOk);
   if (dout != nullptr) {
     r.dqkv.assign(qkv_size(s), std::nanf(""));  // backward must overwrite every element
     EXPECT_EQ(attention_backward(r.dqkv.data(), dout->data(), qkv.data(), r.out.data(),
-                                 r.lse.data(), s, scratch.data(), scratch.size()),
+                                 r.lse.data(), s, scratch.data(), scratch.size(), kb),
               Status::kOk);
   }
   return r;
@@ -187,6 +193,29 @@ void gradcheck(const AttentionShape& s) {
     };
     expect_gradient_matches(sub, analytic, loss, part.name, 32);
   }
+}
+
+// Per-query first keys (segments encoded on their own): runs of queries sharing a first key
+// that crosses the 64-row query blocks, first keys past the query (clamped) and negative ones.
+TEST(Attention, KeyBeginMatchesNaive) {
+  const AttentionShape s{2, 90, 4, 2, 8};
+  std::vector<int32_t> kb(size_t(s.B * s.T), 0);
+  for (int64_t t = 0; t < s.T; ++t) {
+    kb[size_t(t)] = t >= 10 && t < 75 ? 10 : (t >= 75 ? int32_t(t) : 0);  // b = 0: a segment [10, 75)
+    kb[size_t(s.T + t)] = t % 7 == 3 ? int32_t(t + 5) : (t % 11 == 0 ? -4 : int32_t(t / 3));
+  }
+  const auto qkv = random_vector(qkv_size(s), 41, 1.0f);
+  const auto dout = random_vector(out_size(s), 42, 1.0f);
+  const Reference ref = naive(qkv, s, &dout, &kb);
+  const Result got = run(qkv, s, &dout, omp_get_max_threads(), &kb);
+  expect_close(got.out, ref.out, 2e-5, "out");
+  expect_close(got.lse, ref.lse, 2e-5, "lse");
+  expect_close(got.dqkv, ref.dqkv, 1e-4, "dqkv");
+  // Not a no-op: the plain causal result differs.
+  const Reference causal = naive(qkv, s);
+  double diff = 0.0;
+  for (size_t i = 0; i < causal.out.size(); ++i) diff = std::max(diff, std::fabs(causal.out[i] - ref.out[i]));
+  EXPECT_GT(diff, 1e-2);
 }
 
 TEST(Attention, GradcheckGroupedQuery) { gradcheck(AttentionShape{2, 9, 4, 2, 8}); }

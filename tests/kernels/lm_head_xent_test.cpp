@@ -159,6 +159,44 @@ TEST(LmHeadXent, DeterministicForFixedChunk) {
   EXPECT_EQ(dw1, dw2);
 }
 
+// Per-row gradient weights (two loss terms in one pass) equal the sum of two runs, each with
+// the other term's targets ignored; per-row losses add up to the total.
+TEST(LmHeadXent, RowScaleAndRowLosses) {
+  const Problem p = make_problem(23, 8, 57, 31);
+  std::vector<float> row_scale(size_t(p.N));
+  Problem a = p, b = p;
+  for (int64_t i = 0; i < p.N; ++i) {
+    const bool second = i % 3 == 0;
+    row_scale[size_t(i)] = second ? 2.5f : 0.25f;
+    (second ? a : b).targets[size_t(i)] = -1;
+  }
+  std::vector<float> scratch(lm_head_xent_scratch_floats(8, p.V));
+  std::vector<float> dx(p.x.size()), dw(p.w.size(), 0.0f), dxa(p.x.size()), dwa(p.w.size(), 0.0f),
+      dxb(p.x.size()), dwb(p.w.size(), 0.0f);
+  std::vector<double> row_losses(size_t(p.N), -1.0);
+  XentResult r, ra, rb;
+  ASSERT_EQ(lm_head_xent(&r, p.x.data(), p.w.data(), p.targets.data(), p.N, p.C, p.V, 0.5f, dx.data(), dw.data(),
+                         scratch.data(), 8, row_scale.data(), row_losses.data()),
+            Status::kOk);
+  ASSERT_EQ(lm_head_xent(&ra, a.x.data(), a.w.data(), a.targets.data(), p.N, p.C, p.V, 0.5f * 0.25f, dxa.data(),
+                         dwa.data(), scratch.data(), 8),
+            Status::kOk);
+  ASSERT_EQ(lm_head_xent(&rb, b.x.data(), b.w.data(), b.targets.data(), p.N, p.C, p.V, 0.5f * 2.5f, dxb.data(),
+                         dwb.data(), scratch.data(), 8),
+            Status::kOk);
+  double sum = 0.0;
+  for (int64_t i = 0; i < p.N; ++i) {
+    sum += row_losses[size_t(i)];
+    if (p.targets[size_t(i)] < 0) {
+      EXPECT_EQ(row_losses[size_t(i)], 0.0);
+    }
+  }
+  EXPECT_NEAR(sum, r.loss_sum, 1e-9 * r.loss_sum);
+  EXPECT_NEAR(r.loss_sum, ra.loss_sum + rb.loss_sum, 1e-9 * r.loss_sum);
+  for (size_t i = 0; i < dx.size(); ++i) EXPECT_NEAR(dx[i], dxa[i] + dxb[i], 1e-6) << i;
+  for (size_t i = 0; i < dw.size(); ++i) EXPECT_NEAR(dw[i], dwa[i] + dwb[i], 1e-6) << i;
+}
+
 TEST(LmHeadXent, AllIgnoredGivesZero) {
   Problem p = make_problem(5, 4, 9, 29);
   for (auto& t : p.targets) t = -1;
