@@ -79,12 +79,9 @@ Tensor Transformer::trunk_forward(const ModelInput& in, const uint8_t* masked, f
   kernels::Status st = kc::embedding_forward(emb_.f32(), in.ids, wte_->w, wpe_ ? wpe_->w : nullptr, in.rows(), in.T,
                                              C, cfg_.vocab_size);
   CASTOR_CHECK(st == kernels::Status::kOk, "token id outside the model vocabulary (", cfg_.vocab_size, ")");
-  if (adapters_) {
-    adapters_->forward(in, masked, wpe_ ? wpe_->w : nullptr, emb_.f32());
-  } else {
-    CASTOR_CHECK(in.n_patches == 0 && in.n_frames == 0, "the batch has images or audio but the model has no "
-                 "adapters (set --model.image_patch / --model.audio_stack)");
-  }
+  // Without adapters, media positions keep their token embedding (end-of-text): a text-only
+  // teacher can distil on multimodal batches. Training refuses such shards up front.
+  if (adapters_) adapters_->forward(in, masked, wpe_ ? wpe_->w : nullptr, emb_.f32());
   if (in.modality) {
     attention_key_begin(in, key_begin_.data());
     pass_.key_begin = key_begin_.data();

@@ -75,14 +75,11 @@ MediaAdapters::MediaAdapters(ParamStore& store, const ModelConfig& cfg, const st
 
 void MediaAdapters::forward(const ModelInput& in, const uint8_t* masked, const float* wpe, float* emb) const {
   const int64_t C = C_, T = in.T;
-  CASTOR_CHECK(in.n_patches == 0 || img_w_, "the batch has images but the model has no image adapter "
-               "(--model.image_patch 0)");
-  CASTOR_CHECK(in.n_frames == 0 || aud_w_, "the batch has audio but the model has no audio adapter "
-               "(--model.audio_stack 0)");
   std::vector<float> y;
+  // A kind without an adapter (e.g. a distillation teacher's) keeps its token embedding.
   auto project = [&](const Param* w, const Param* b, const Param* mask, int64_t n, int64_t dim, const float* x,
                      const int32_t* pos, auto&& extra) {
-    if (n == 0) return;
+    if (n == 0 || w == nullptr) return;
     y.resize(size_t(n * C));
     CASTOR_KERNEL_CHECK(kc::gemm(false, true, n, C, dim, 1.0f, x, dim, w->w, dim, 0.0f, y.data(), C));
     for (int64_t i = 0; i < n; ++i) {
@@ -112,7 +109,7 @@ void MediaAdapters::backward(const ModelInput& in, const uint8_t* masked, float*
   std::vector<float> dy;
   auto project = [&](Param* w, Param* b, Param* mask, int64_t n, int64_t dim, const float* x, const int32_t* pos,
                      auto&& extra) {
-    if (n == 0) return;
+    if (n == 0 || w == nullptr) return;
     dy.assign(size_t(n * C), 0.0f);
     for (int64_t i = 0; i < n; ++i) {
       const float* d = demb + int64_t(pos[i]) * C;

@@ -135,9 +135,9 @@ class LossConfig:
 @dataclass
 class Options:
     """Readings of points docs/model.md leaves open; the defaults are this reference's."""
-    # The teacher sees the same (masked) inputs as the student: "runs forward only on the
-    # same batch". False: the teacher embeds every media position from its patch / frames.
-    teacher_sees_mask: bool = True
+    # docs/model.md: the teacher sees the batch unmasked (it embeds every media position
+    # from its patch / frames). True: it sees the student's masked inputs.
+    teacher_sees_mask: bool = False
     # A masked image position still gets row[r] + col[c] ("(or m_img if masked) + row + col").
     masked_image_keeps_pos: bool = True
     # reconstruction = mean over masked positions of (mean over that position's values);

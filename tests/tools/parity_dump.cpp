@@ -14,22 +14,36 @@
 
 using namespace castor;
 
+namespace castor {
+int multimodal_dump(const std::string& name, const std::string& out);  // multimodal_dump.cpp
+}
+
 int main(int argc, char** argv) {
-  std::string family = "gpt2", out;
+  std::string family = "gpt2", out, multimodal;
   int64_t steps = 5;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string k = argv[i], v = argv[i + 1];
     if (k == "--family") family = v;
     else if (k == "--out") out = v;
     else if (k == "--steps") steps = std::stoll(v);
+    else if (k == "--multimodal") multimodal = v;
     else {
       std::fprintf(stderr, "parity_dump: unknown option %s\n", k.c_str());
       return 2;
     }
   }
   if (out.empty()) {
-    std::fprintf(stderr, "usage: parity_dump --family gpt2|llama --out FILE.h5 [--steps N]\n");
+    std::fprintf(stderr, "usage: parity_dump --family gpt2|llama --out FILE.h5 [--steps N]\n"
+                         "       parity_dump --multimodal CASE --out FILE.h5\n");
     return 2;
+  }
+  if (!multimodal.empty()) {
+    try {
+      return multimodal_dump(multimodal, out);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "parity_dump: error: %s\n", e.what());
+      return 1;
+    }
   }
   try {
     ModelConfig mc;
