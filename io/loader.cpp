@@ -86,6 +86,8 @@ Loader::Loader(const std::string& path, const LoaderOptions& opts) : opts_(opts)
       CASTOR_CHECK(channels == 0 || c == channels, file, ": image ", i, " has ", c, " channels, earlier images ",
                    channels, " (prep all images with the same --channels)");
       channels = c;
+      if (opts_.image_patch > 0)
+        max_grid_ = std::max<int64_t>(max_grid_, std::max(r.image_shape(i)[0], r.image_shape(i)[1]) / opts_.image_patch);
     }
     if (r.num_audio() > 0) {
       const LogMelConfig& c = *r.audio_config();
@@ -104,6 +106,7 @@ Loader::Loader(const std::string& path, const LoaderOptions& opts) : opts_(opts)
     num_audio_ += r.num_audio();
     shards_.push_back(std::move(s));
   }
+  image_channels_ = channels;
   n_windows_ = (stream_len_ - 1) / opts_.seq_len;
   CASTOR_CHECK(n_windows_ > 0, path, ": ", stream_len_, " positions are too few for one sequence of ", opts_.seq_len,
                " + 1");

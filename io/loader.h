@@ -97,6 +97,9 @@ class Loader {
   int64_t num_documents() const { return num_docs_; }
   int64_t num_images() const { return num_images_; }
   int64_t num_audio() const { return num_audio_; }
+  int64_t image_channels() const { return image_channels_; }  // 0: no images
+  int64_t max_image_grid() const { return max_grid_; }         // largest image side in patches
+  int64_t n_mels() const { return n_mels_; }                    // 0: no audio
 
   // Fills one window (row `row` of `out`): stream positions [w*T, w*T + T].
   void read_window(int64_t w, int64_t row, Batch& out) const;
@@ -120,7 +123,7 @@ class Loader {
   int64_t num_docs_ = 0, num_images_ = 0, num_audio_ = 0;
   int32_t eot_ = 0;
   std::string tokenizer_;
-  int64_t n_mels_ = 0;
+  int64_t n_mels_ = 0, image_channels_ = 0, max_grid_ = 0;
   LoaderCursor cursor_;
 
   // Window orders of the (at most two) epochs in use; guarded by order_mu_.

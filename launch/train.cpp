@@ -1,7 +1,9 @@
 // The training loop of `castor train`, alone or under mpirun with data parallelism: each
 // dp rank reads its slice of the global batch, gradients are summed over dp in buckets,
-// and every rank applies the same update. Rank 0 logs (step, loss, lr, grad norm,
-// tokens/s, MFU, peak memory), writes metrics.jsonl and checkpoints.
+// and every rank applies the same update. Rank 0 logs (step, loss and its terms, lr, grad
+// norm, tokens/s, MFU, expert load, peak memory), writes metrics.jsonl and checkpoints.
+// Stages: pretraining from scratch, or fine-tuning (--train.init_from) with any loss mix,
+// e.g. alignment and distillation from a teacher checkpoint (--loss.teacher).
 #include "launch/commands.h"
 
 #include <sched.h>
@@ -20,6 +22,7 @@
 #include "io/checkpoint_file.h"
 #include "io/loader.h"
 #include "kernels/cpu/gemm.h"
+#include "launch/loss_log.h"
 #include "launch/metrics.h"
 #include "launch/options.h"
 #include "parallel/data_parallel.h"
@@ -34,19 +37,70 @@ using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
-// Mean loss over `batches` fixed validation micro-batches (the first windows in order).
-double evaluate(Transformer& model, io::Loader& val, int64_t B, int64_t T, int64_t batches) {
+// Loss terms over `batches` fixed validation micro-batches (the first windows in order).
+LossLog evaluate(Transformer& model, io::Loader& val, const LossConfig& losses, uint64_t seed, int64_t batches) {
   val.set_cursor({0, 0});
-  double loss = 0.0;
-  int64_t count = 0;
+  LossLog log;
   io::Batch batch;
   for (int64_t i = 0; i < batches; ++i) {
     val.next(batch);
-    auto r = model.forward(batch.ids.data(), batch.targets.data(), B, T, nullptr);
-    loss += r.loss_sum;
-    count += r.count;
+    log.add(model.forward(batch.view(), losses, nullptr, seed), model.moe_stats());
   }
-  return loss / double(std::max<int64_t>(count, 1));
+  return log;
+}
+
+io::LoaderOptions loader_options(const TrainConfig& tc, const ModelConfig& mc, int dp_rank, int dp) {
+  io::LoaderOptions lo;
+  lo.seq_len = tc.seq_len;
+  lo.batch_size = tc.micro_batch;
+  lo.seed = tc.seed;
+  lo.dp_rank = dp_rank;
+  lo.dp_size = dp;
+  lo.image_patch = mc.image_patch;  // 0: the loader refuses shards with images, naming the file
+  lo.audio_stack = mc.audio_stack;
+  return lo;
+}
+
+// The adapters must fit the data: image channels and grid, log-mel bands.
+void check_media_fit(ModelConfig& mc, const io::Loader& data, const std::string& path) {
+  if (data.num_images() > 0) {
+    CASTOR_CHECK(data.image_channels() == mc.image_channels, path, ": images have ", data.image_channels(),
+                 " channels but --model.image_channels is ", mc.image_channels);
+    CASTOR_CHECK(data.max_image_grid() <= mc.image_grid_size(), path, ": images span up to ", data.max_image_grid(),
+                 " patches of ", mc.image_patch, " pixels per side, more than --model.image_grid (",
+                 mc.image_grid_size(), ")");
+  }
+  if (data.num_audio() > 0) {
+    if (mc.n_mels == 0) mc.n_mels = data.n_mels();
+    CASTOR_CHECK(data.n_mels() == mc.n_mels, path, ": audio has ", data.n_mels(), " log-mel bands but --model.n_mels is ",
+                 mc.n_mels);
+  }
+}
+
+std::string describe_model(const ModelConfig& mc) {
+  std::string s;
+  char buf[256];
+  if (mc.moe_experts > 0) {
+    std::snprintf(buf, sizeof buf, "; MoE: %lld experts top-%lld in %lld of %lld layers, expert d_ff %lld, %s%s",
+                  static_cast<long long>(mc.moe_experts), static_cast<long long>(mc.moe_top_k),
+                  static_cast<long long>(mc.moe_layers()), static_cast<long long>(mc.n_layers),
+                  static_cast<long long>(mc.expert_ffn_dim()),
+                  mc.moe_capacity > 0 ? ("capacity " + std::to_string(mc.moe_capacity).substr(0, 4)).c_str() : "dropless",
+                  mc.moe_shared_expert ? ", shared expert" : "");
+    s += buf;
+  }
+  if (mc.image_patch > 0) {
+    std::snprintf(buf, sizeof buf, "; image adapter: %lldx%lldx%lld patches, grid %lld",
+                  static_cast<long long>(mc.image_patch), static_cast<long long>(mc.image_patch),
+                  static_cast<long long>(mc.image_channels), static_cast<long long>(mc.image_grid_size()));
+    s += buf;
+  }
+  if (mc.audio_stack > 0) {
+    std::snprintf(buf, sizeof buf, "; audio adapter: %lld frames x %lld mels", static_cast<long long>(mc.audio_stack),
+                  static_cast<long long>(mc.n_mels));
+    s += buf;
+  }
+  return s;
 }
 
 class MetricsLog {
@@ -54,12 +108,13 @@ class MetricsLog {
   explicit MetricsLog(const std::string& out_dir) {
     if (!out_dir.empty()) file_.open(out_dir + "/metrics.jsonl", std::ios::app);
   }
+  // fmt must produce a JSON object without its closing brace; extra members are appended.
   template <typename... KV>
-  void write(const char* fmt, KV... kv) {
+  void write(const std::string& extra, const char* fmt, KV... kv) {
     if (!file_.is_open()) return;
     char line[512];
     std::snprintf(line, sizeof(line), fmt, kv...);
-    file_ << line << "\n";
+    file_ << line << (extra.empty() ? "" : ", ") << extra << "}\n";
     file_.flush();
   }
 
@@ -76,6 +131,7 @@ int train_command(const std::vector<std::string>& args) {
   const TrainConfig& tc = opt.train;
   opt.optim.validate();
   opt.parallel.validate();
+  opt.loss.validate();
 
   // The process layout: validated before any work, with every degree in the message.
   parallel::MpiComm world(MPI_COMM_WORLD, "world", opt.parallel.timeout_s);
@@ -97,15 +153,9 @@ int train_command(const std::vector<std::string>& args) {
     std::fprintf(stderr, "castor: warning: rank %d runs %d threads on %d core(s); under mpirun pass --bind-to none\n",
                  world.rank(), kernels::cpu::num_threads(), CPU_COUNT(&allowed));
   CASTOR_CHECK(!tc.train_data.empty(), "--data.train is required (a shard file or a directory of shards)");
-  // The text model takes no image or audio input (image patch and audio stack 0), so the
-  // loader refuses multimodal shards with a message naming the file.
-  io::LoaderOptions lo;
-  lo.seq_len = tc.seq_len;
-  lo.batch_size = tc.micro_batch;
-  lo.seed = tc.seed;
-  lo.dp_rank = groups.coord.dp;
-  lo.dp_size = dp;
+  io::LoaderOptions lo = loader_options(tc, mc, groups.coord.dp, dp);
   io::Loader train_data(tc.train_data, lo);
+  check_media_fit(mc, train_data, tc.train_data);
   if (mc.vocab_size == 0) mc.vocab_size = train_data.vocab_size();
   CASTOR_CHECK(mc.vocab_size >= train_data.vocab_size(), "--model.vocab_size (", mc.vocab_size,
                ") is smaller than the data's vocabulary (", train_data.vocab_size(), ", tokenizer ",
@@ -120,6 +170,7 @@ int train_command(const std::vector<std::string>& args) {
     val_data = std::make_unique<io::Loader>(tc.val_data, lo);
     CASTOR_CHECK(val_data->tokenizer() == train_data.tokenizer(), "--data.val: tokenizer ", val_data->tokenizer(),
                  " differs from --data.train's ", train_data.tokenizer());
+    check_media_fit(mc, *val_data, tc.val_data);
   }
 
   const int64_t B = tc.micro_batch, T = tc.seq_len;
@@ -130,6 +181,29 @@ int train_command(const std::vector<std::string>& args) {
   const size_t bucket_elems = std::max<size_t>(1, size_t(opt.parallel.bucket_mb * 1e6 / sizeof(float)));
   parallel::DataParallel sync(*groups.dp, store, *backend, opt.parallel.zero, bucket_elems);
   AdamW optim = sync.make_optimizer(opt.optim);
+
+  // Distillation: the teacher, any size with the same vocabulary, runs forward only.
+  ParamStore teacher_store;
+  std::unique_ptr<Transformer> teacher;
+  if (opt.loss.distill > 0) {
+    const ModelConfig tcfg = io::read_model_config(opt.loss.teacher);
+    CASTOR_CHECK(tcfg.vocab_size == mc.vocab_size, opt.loss.teacher, ": teacher vocabulary ", tcfg.vocab_size,
+                 " differs from the model's ", mc.vocab_size, " (distillation compares distributions over one vocabulary)");
+    CASTOR_CHECK(tcfg.max_seq_len >= T, opt.loss.teacher, ": teacher max_seq_len ", tcfg.max_seq_len,
+                 " is shorter than --train.seq_len ", T);
+    teacher = std::make_unique<Transformer>(tcfg, teacher_store, *backend, B, T);
+    teacher_store.allocate(*backend);
+    io::load_checkpoint(opt.loss.teacher, tcfg, teacher_store, nullptr, nullptr);
+    model.set_teacher(teacher.get());
+    std::printf("teacher: %s (%s, %lld layers, d_model %lld, %.2fM params), temperature %g\n", opt.loss.teacher.c_str(),
+                family_name(tcfg.family).c_str(), static_cast<long long>(tcfg.n_layers),
+                static_cast<long long>(tcfg.d_model), double(teacher_store.numel()) / 1e6,
+                double(opt.loss.distill_temperature));
+  }
+  if (!tc.init_from.empty()) {  // a new stage from a checkpoint's weights; optimizer and data start fresh
+    io::load_checkpoint(tc.init_from, mc, store, nullptr, nullptr);
+    std::printf("initialised from %s\n", tc.init_from.c_str());
+  }
 
   io::TrainState state;
   state.seed = tc.seed;
@@ -158,14 +232,17 @@ int train_command(const std::vector<std::string>& args) {
 
   const double peak_flops = measure_sgemm_peak();
   const double flops_per_token = model_flops_per_token(mc, T);
-  std::printf("model: %s, %lld layers, d_model %lld, heads %lld/%lld, vocab %lld, %.2fM params (%.2fM non-embedding)\n",
+  std::printf("model: %s, %lld layers, d_model %lld, heads %lld/%lld, vocab %lld, %.2fM params (%.2fM active "
+              "non-embedding)%s\n",
               family_name(mc.family).c_str(), static_cast<long long>(mc.n_layers),
               static_cast<long long>(mc.d_model), static_cast<long long>(mc.n_heads),
               static_cast<long long>(mc.kv_heads()), static_cast<long long>(mc.vocab_size),
-              double(store.numel()) / 1e6, double(mc.non_embedding_params()) / 1e6);
-  std::printf("data: %lld training tokens (%lld sequences of %lld), tokenizer %s; batch %lld x %lld x accum %lld x dp %d\n",
+              double(store.numel()) / 1e6, double(mc.non_embedding_params()) / 1e6, describe_model(mc).c_str());
+  std::printf("data: %lld training positions (%lld sequences of %lld; %lld images, %lld audio clips), tokenizer %s; "
+              "batch %lld x %lld x accum %lld x dp %d\n",
               static_cast<long long>(train_data.stream_positions()), static_cast<long long>(train_data.windows_per_epoch()),
-              static_cast<long long>(T), train_data.tokenizer().c_str(), static_cast<long long>(B),
+              static_cast<long long>(T), static_cast<long long>(train_data.num_images()),
+              static_cast<long long>(train_data.num_audio()), train_data.tokenizer().c_str(), static_cast<long long>(B),
               static_cast<long long>(T), static_cast<long long>(tc.grad_accum), dp);
   std::printf("layout: %s on %d ranks; %s\n", mesh.shape().str().c_str(), world.size(), sync.describe().c_str());
   const parallel::StateMemory mem = sync.memory(optim);
@@ -179,8 +256,10 @@ int train_command(const std::vector<std::string>& args) {
   std::fflush(stdout);
 
   MetricsLog metrics(lead ? tc.out_dir : std::string());
-  // The mean over the global batch: dp ranks x accumulation x B x T tokens.
-  const float grad_scale = 1.0f / float(B * T * tc.grad_accum * dp);
+  // Each micro-batch's objective is a mean over its items; a step averages its
+  // accumulation x dp micro-batches.
+  const float micro_scale = 1.0f / float(tc.grad_accum * dp);
+  LossLog interval;  // since the last log line
   auto t_log = Clock::now();
   const auto t_start = Clock::now();
   int64_t tokens_since_log = 0, tokens_total = 0;
@@ -188,10 +267,12 @@ int train_command(const std::vector<std::string>& args) {
 
   auto run_eval = [&](int64_t step) {
     if (!val_data) return;
-    last_val = evaluate(model, *val_data, B, T, tc.eval_batches);
-    std::printf("step %6lld | val loss %.6f\n", static_cast<long long>(step), last_val);
+    const LossLog val = evaluate(model, *val_data, opt.loss, tc.seed, tc.eval_batches);
+    last_val = val.loss();
+    std::printf("step %6lld | val loss %.6f%s\n", static_cast<long long>(step), last_val, val.terms_text().c_str());
     std::fflush(stdout);
-    metrics.write("{\"step\": %lld, \"val_loss\": %.6f}", static_cast<long long>(step), last_val);
+    metrics.write(val.terms_text().empty() ? "" : "\"val\": {" + val.json() + "}", "{\"step\": %lld, \"val_loss\": %.6f",
+                  static_cast<long long>(step), last_val);
   };
   auto save = [&](int64_t step) {
     if (tc.out_dir.empty()) return;
@@ -209,22 +290,14 @@ int train_command(const std::vector<std::string>& args) {
   io::Batch batch;  // reused: the loader refills its buffers
   for (int64_t step = first_step; step < tc.steps; ++step) {
     sync.zero_grads();
-    double loss_sum = 0.0;
-    int64_t count = 0;
+    LossLog step_log;
     for (int64_t micro = 0; micro < tc.grad_accum; ++micro) {
       train_data.next(batch);
-      auto r = model.forward(batch.ids.data(), batch.targets.data(), B, T, &grad_scale);
+      step_log.add(model.forward(batch.view(), opt.loss, &micro_scale, tc.seed), model.moe_stats());
       sync.backward(model, micro + 1 == tc.grad_accum);  // reductions overlap backward
-      loss_sum += r.loss_sum;
-      count += r.count;
     }
-    if (dp > 1) {
-      double sums[2] = {loss_sum, double(count)};
-      groups.dp->all_reduce(sums, 2, ReduceOp::kSum);
-      loss_sum = sums[0];
-      count = int64_t(sums[1]);
-    }
-    const double loss = loss_sum / double(count);
+    step_log.all_reduce(*groups.dp);
+    const double loss = step_log.loss();
     CASTOR_CHECK(std::isfinite(loss), "training loss is not finite at step ", step + 1, " (", loss,
                  "); lower --optim.lr or check the data");
     const double norm = sync.grad_norm(optim);
@@ -232,6 +305,7 @@ int train_command(const std::vector<std::string>& args) {
     optim.step(lr, norm);
     sync.after_step();
     last_loss = loss;
+    interval.add_log(step_log);
     tokens_since_log += B * T * tc.grad_accum * dp;
     tokens_total += B * T * tc.grad_accum * dp;
 
@@ -240,16 +314,20 @@ int train_command(const std::vector<std::string>& args) {
       const double dt = seconds_since(t_log);
       const double tps = double(tokens_since_log) / dt;
       const double mfu = tps / dp * flops_per_token / peak_flops;  // per rank, against one rank's peak
-      std::printf("step %6lld/%lld | loss %.6f | lr %.4e | grad norm %.4f | %.0f tok/s | MFU %.1f%% | peak mem %.0f MiB\n",
-                  static_cast<long long>(done), static_cast<long long>(tc.steps), loss, double(lr), norm, tps,
-                  100.0 * mfu, double(peak_rss_bytes()) / (1 << 20));
+      std::printf("step %6lld/%lld | loss %.6f%s | lr %.4e | grad norm %.4f | %.0f tok/s | MFU %.1f%%%s | peak mem "
+                  "%.0f MiB\n",
+                  static_cast<long long>(done), static_cast<long long>(tc.steps), loss, interval.terms_text().c_str(),
+                  double(lr), norm, tps, 100.0 * mfu, interval.moe_text().c_str(),
+                  double(peak_rss_bytes()) / (1 << 20));
       std::fflush(stdout);
-      metrics.write("{\"step\": %lld, \"loss\": %.6f, \"lr\": %.6e, \"grad_norm\": %.6f, \"tokens_per_s\": %.1f, "
-                    "\"mfu\": %.4f, \"peak_rss_bytes\": %lld}",
+      metrics.write(interval.terms_text().empty() ? "" : "\"terms\": {" + interval.json() + "}",
+                    "{\"step\": %lld, \"loss\": %.6f, \"lr\": %.6e, \"grad_norm\": %.6f, \"tokens_per_s\": %.1f, "
+                    "\"mfu\": %.4f, \"peak_rss_bytes\": %lld",
                     static_cast<long long>(done), loss, double(lr), norm, tps, mfu,
                     static_cast<long long>(peak_rss_bytes()));
       t_log = Clock::now();
       tokens_since_log = 0;
+      interval.reset();
     }
     if (tc.eval_every > 0 && done % tc.eval_every == 0 && done != tc.steps) run_eval(done);
     if (tc.exit_after > 0 && done - first_step == tc.exit_after && done != tc.steps) {
