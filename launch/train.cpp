@@ -37,7 +37,8 @@ using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
-// Loss terms over `batches` fixed validation micro-batches (the first windows in order).
+// Loss terms over `batches` fixed validation micro-batches (the first windows of the
+// validation set's seeded order).
 LossLog evaluate(Transformer& model, io::Loader& val, const LossConfig& losses, uint64_t seed, int64_t batches) {
   val.set_cursor({0, 0});
   LossLog log;
@@ -164,7 +165,8 @@ int train_command(const std::vector<std::string>& args) {
   tc.validate(mc);
   std::unique_ptr<io::Loader> val_data;
   if (!tc.val_data.empty()) {
-    lo.shuffle = false;
+    // The same windows at every evaluation (the cursor restarts in a seeded order), drawn from
+    // every shard of the directory rather than the first ones in stream order.
     lo.dp_rank = 0;  // every rank evaluates the same windows: the value does not depend on dp
     lo.dp_size = 1;
     val_data = std::make_unique<io::Loader>(tc.val_data, lo);

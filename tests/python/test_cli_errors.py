@@ -110,7 +110,7 @@ with tempdir() as tmp:
                                        "--out", os.path.join(tmp, "x")], "sentencepiece")
     expect_error("resume without out_dir", base + ["--train.resume"], "--train.resume")
 
-    # The text model refuses shards with images (until the multimodal model exists).
+    # A model without an image adapter refuses shards with images.
     fm = "/usr/share/datasets/fashion-mnist/t10k-"
     classes = os.path.join(os.environ["CASTOR_SOURCE_DIR"], "data", "fashion-mnist", "classes.txt")
     run(["prep", "images", "--idx-images", fm + "images-idx3-ubyte.gz", "--idx-labels", fm + "labels-idx1-ubyte.gz",
@@ -118,6 +118,34 @@ with tempdir() as tmp:
          "--quiet"])
     expect_error("train on image shards", base + ["--data.train", os.path.join(tmp, "img")],
                  "shard-00000.h5: has 50 images, but this model takes no image input")
+    # Adapters and MoE settings that cannot work with the data or at all (28x28 grey images).
+    img = base + ["--data.train", os.path.join(tmp, "img")]
+    expect_error("patch not dividing the images", img + ["--model.image_patch", "5"],
+                 "shard-00000.h5: image 0 is 28x28, not a multiple of the patch size 5")
+    expect_error("patch grid larger than the table", img + ["--model.image_patch", "7", "--model.image_grid", "2"],
+                 "span up to 4 patches", "--model.image_grid (2)")
+    expect_error("channels differ", img + ["--model.image_patch", "7", "--model.image_channels", "3"],
+                 "images have 1 channels but --model.image_channels is 3")
+    expect_error("top-k above experts", base + ["--model.moe_experts", "2", "--model.moe_top_k", "3"],
+                 "--model.moe_top_k (3) must be between 1 and --model.moe_experts (2)")
+    expect_error("negative capacity", base + ["--model.moe_experts", "2", "--model.moe_capacity", "-1"],
+                 "--model.moe_capacity (-1)")
+    expect_error("moe_every above layers", base + ["--model.moe_experts", "2", "--model.moe_every", "2"],
+                 "--model.moe_every (2)")
+    expect_error("distill without teacher", base + ["--loss.distill", "1"], "--loss.distill needs --loss.teacher")
+    expect_error("negative loss weight", base + ["--loss.contrastive=-1"], "--loss.contrastive must be >= 0")
+    expect_error("mask ratio 1", base + ["--loss.mask_ratio", "1"], "--loss.mask_ratio must be in [0, 1)")
+    # A teacher whose vocabulary differs, and fine-tuning from a checkpoint of another shape.
+    other = os.path.join(tmp, "other_vocab")
+    run(base + ["--model.vocab_size", "300", "--train.out_dir", other])
+    teacher = os.path.join(other, "step_00000002.h5")
+    expect_error("teacher vocabulary differs", base + ["--loss.distill", "1", "--loss.teacher", teacher],
+                 "step_00000002.h5: teacher vocabulary 300 differs from the model's")
+    expect_error("init_from another shape", base + ["--model.vocab_size", "300", "--model.d_model", "64",
+                                                    "--train.init_from", teacher],
+                 "step_00000002.h5: checkpoint has --model.d_model = 32 but the run has 64")
+    expect_error("resume and init_from", base + ["--train.out_dir", other, "--train.resume", "--train.init_from",
+                                                 teacher], "--train.init_from")
 
     for cmd in (["--help"], ["train", "--help"], ["prep", "text", "--help"], ["prep", "images", "--help"],
                 ["prep", "audio", "--help"], ["prep", "mix", "--help"], ["prep", "--help"], ["data", "--help"],
