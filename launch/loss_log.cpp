@@ -97,16 +97,15 @@ std::string LossLog::terms_text() const {
 
 std::string LossLog::moe_text() const {
   if (min_share_.empty() || micro_ == 0) return "";
-  double lo = 1.0, hi = 0.0, assigned = 0.0, dropped = 0.0;
+  std::string out = " | expert share";
+  char buf[64];
+  double assigned = 0.0, dropped = 0.0;
   for (size_t l = 0; l < min_share_.size(); ++l) {
-    lo = std::min(lo, min_share_[l] / micro_);
-    hi = std::max(hi, max_share_[l] / micro_);
+    std::snprintf(buf, sizeof buf, " %.3f..%.3f", min_share_[l] / micro_, max_share_[l] / micro_);
+    out += buf;
     assigned += assigned_[l];
     dropped += dropped_[l];
   }
-  char buf[96];
-  std::snprintf(buf, sizeof buf, " | experts %.3f..%.3f", lo, hi);
-  std::string out = buf;
   if (dropped > 0) {
     std::snprintf(buf, sizeof buf, " (%.1f%% dropped)", 100.0 * dropped / assigned);
     out += buf;

@@ -23,8 +23,8 @@ class LossLog {
   bool has(LossTerm t) const { return present_[size_t(t)] > 0; }
   double retrieval() const;       // contrastive pairs retrieving their own text (in-batch), or NaN
   // " | lm 3.21 | align 2.9 | ..." for every term present (nothing for a text-only dense run
-  // whose only term is lm); " | experts a..b" with the min..max share of kept assignments,
-  // over the MoE layers, and the dropped share.
+  // whose only term is lm); " | expert share a..b c..d" with, per MoE layer, the smallest and
+  // largest share of kept assignments an expert received, and the dropped share.
   std::string terms_text() const;
   std::string moe_text() const;
   // "\"lm\": 3.21, ..." JSON members (no braces), and per-layer expert shares.
