@@ -6,6 +6,7 @@
 
 #include "kernels/cpu/embedding.h"
 #include "kernels/cpu/gemm.h"
+#include "kernels/cpu/kv_attention.h"
 #include "kernels/cpu/objectives.h"
 
 namespace castor {
@@ -13,8 +14,8 @@ namespace castor {
 namespace kc = kernels::cpu;
 
 const char* loss_term_name(LossTerm t) {
-  static const char* names[kLossTerms] = {"lm", "align", "contrastive", "reconstruction", "balance", "router_z",
-                                          "distill"};
+  static const char* names[kLossTerms] = {"lm",      "align",    "contrastive", "reconstruction",
+                                          "balance", "router_z", "distill"};
   return names[size_t(t)];
 }
 
@@ -23,16 +24,15 @@ float loss_term_weight(const LossConfig& c, LossTerm t) {
   return w[size_t(t)];
 }
 
-Transformer::Transformer(const ModelConfig& cfg, ParamStore& store, Backend& backend, int64_t max_B,
-                         int64_t max_T)
+Transformer::Transformer(const ModelConfig& cfg, ParamStore& store, Backend& backend, int64_t max_B, int64_t max_T)
     : cfg_(cfg), max_B_(max_B), max_T_(max_T) {
   cfg_.validate();
-  CASTOR_CHECK(max_T <= cfg.max_seq_len, "sequence length ", max_T, " exceeds --model.max_seq_len (",
-               cfg.max_seq_len, ")");
+  CASTOR_CHECK(max_T <= cfg.max_seq_len, "sequence length ", max_T, " exceeds --model.max_seq_len (", cfg.max_seq_len,
+               ")");
   const int64_t rows = max_B * max_T, C = cfg.d_model, V = cfg.vocab_size;
   const bool gpt2 = cfg.family == Family::kGpt2;
-  wte_ = store.add(gpt2 ? "transformer.wte.weight" : "model.embed_tokens.weight", {V, C},
-                   Init::normal(cfg.init_std), true);
+  wte_ = store.add(gpt2 ? "transformer.wte.weight" : "model.embed_tokens.weight", {V, C}, Init::normal(cfg.init_std),
+                   true);
   if (gpt2) wpe_ = store.add("transformer.wpe.weight", {cfg.max_seq_len, C}, Init::normal(cfg.init_std), true);
   if (cfg.multimodal()) adapters_ = std::make_unique<MediaAdapters>(store, cfg, gpt2 ? "transformer" : "model");
   for (int64_t l = 0; l < cfg.n_layers; ++l) {
@@ -40,8 +40,8 @@ Transformer::Transformer(const ModelConfig& cfg, ParamStore& store, Backend& bac
     blocks_.push_back(std::make_unique<nn::Block>(store, backend, cfg, l, max_B, max_T));
   }
   norm_offset_ = store.numel();
-  norm_f_ = std::make_unique<nn::Norm>(store, backend, rows, C, cfg.family,
-                                       gpt2 ? "transformer.ln_f" : "model.norm", cfg.norm_eps);
+  norm_f_ = std::make_unique<nn::Norm>(store, backend, rows, C, cfg.family, gpt2 ? "transformer.ln_f" : "model.norm",
+                                       cfg.norm_eps);
   if (cfg.multimodal()) heads_ = std::make_unique<MultimodalHeads>(store, cfg);
   head_ = cfg.tied_embeddings() ? wte_ : store.add("lm_head.weight", {V, C}, Init::normal(cfg.init_std), true);
   emb_ = Buffer(backend, size_t(rows * C) * sizeof(float));
@@ -69,15 +69,23 @@ void Transformer::set_teacher(Transformer* teacher) {
   teacher_ = teacher;
 }
 
-Tensor Transformer::trunk_forward(const ModelInput& in, const uint8_t* masked, float balance_scale, float z_scale) {
-  CASTOR_CHECK(in.B <= max_B_ && in.T <= max_T_, "batch (", in.B, ", ", in.T, ") exceeds the model's buffers (",
-               max_B_, ", ", max_T_, ")");
+Tensor Transformer::trunk_forward(const ModelInput& in, const uint8_t* masked, float balance_scale, float z_scale,
+                                  KvCache* cache) {
+  CASTOR_CHECK(in.B <= max_B_ && in.T <= max_T_, "batch (", in.B, ", ", in.T, ") exceeds the model's buffers (", max_B_,
+               ", ", max_T_, ")");
   const int64_t C = cfg_.d_model;
+  const int64_t past = cache ? cache->length : 0;  // positions of this pass start here
+  // After a prefill, cached passes carry text tokens only (they attend to every position).
+  CASTOR_CHECK(past == 0 || (in.modality == nullptr && in.n_patches + in.n_frames == 0),
+               "a pass after the prefill takes text tokens only");
   pass_ = {in.B, in.T};
   pass_.balance_scale = balance_scale;
   pass_.z_scale = z_scale;
-  kernels::Status st = kc::embedding_forward(emb_.f32(), in.ids, wte_->w, wpe_ ? wpe_->w : nullptr, in.rows(), in.T,
-                                             C, cfg_.vocab_size);
+  pass_.cache = cache;
+  pass_.past = past;
+  trunk_in_ = in;
+  kernels::Status st = kc::embedding_forward(emb_.f32(), in.ids, wte_->w, wpe_ ? wpe_->w + past * C : nullptr,
+                                             in.rows(), in.T, C, cfg_.vocab_size);
   CASTOR_CHECK(st == kernels::Status::kOk, "token id outside the model vocabulary (", cfg_.vocab_size, ")");
   // Without adapters, media positions keep their token embedding (end-of-text): a text-only
   // teacher can distil on multimodal batches. Training refuses such shards up front.
@@ -148,8 +156,8 @@ LossValues Transformer::forward(const ModelInput& in, const LossConfig& losses, 
   }
   if (teacher_ && losses.distill > 0 && in.targets && n_lm + n_align > 0) {
     int64_t count = 0;
-    const double kd = distill(in, losses.distill_temperature, losses.distill * scale / float(n_lm + n_align), train,
-                              &count);
+    const double kd =
+        distill(in, losses.distill_temperature, losses.distill * scale / float(n_lm + n_align), train, &count);
     set(LossTerm::distill, kd / double(count), count);
   }
   if (heads_ && losses.contrastive > 0) {
@@ -194,8 +202,8 @@ double Transformer::distill(const ModelInput& in, float temperature, float grad_
     CASTOR_KERNEL_CHECK(kc::gemm(false, true, rows, V, tC, 1.0f, th + c0 * tC, tC, tw.w, tC, 0.0f, t, V));
     double sum = 0.0;
     int64_t n = 0;
-    CASTOR_KERNEL_CHECK(kc::kl_distill(s, t, in.targets + c0, rows, V, temperature, &sum, &n, grad_scale,
-                                       train ? ds : nullptr));
+    CASTOR_KERNEL_CHECK(
+        kc::kl_distill(s, t, in.targets + c0, rows, V, temperature, &sum, &n, grad_scale, train ? ds : nullptr));
     loss += sum;
     *count += n;
     if (!train) continue;
@@ -237,8 +245,8 @@ void Transformer::backward(const std::function<void(size_t)>& grads_ready) {
     ready(block_offset_[l]);
   }
   if (adapters_) adapters_->backward(in_, masked_in_, wpe_ ? wpe_->g : nullptr, d.f32());
-  CASTOR_KERNEL_CHECK(kc::embedding_backward(wte_->g, wpe_ ? wpe_->g : nullptr, d.f32(), in_.ids, pass_.rows(),
-                                             pass_.T, cfg_.d_model, cfg_.vocab_size));
+  CASTOR_KERNEL_CHECK(kc::embedding_backward(wte_->g, wpe_ ? wpe_->g : nullptr, d.f32(), in_.ids, pass_.rows(), pass_.T,
+                                             cfg_.d_model, cfg_.vocab_size));
   ready(0);
 }
 
@@ -265,6 +273,61 @@ void Transformer::last_logits(const int32_t* ids, int64_t B, int64_t T, float* l
 void Transformer::pair_embeddings(const ModelInput& in, std::vector<float>& media, std::vector<float>& text) {
   CASTOR_CHECK(heads_, "the model has no contrastive heads (no image or audio adapter)");
   heads_->embed_pairs(in, hidden(in), media, text);
+}
+
+void Transformer::last_pair_embeddings(std::vector<float>& media, std::vector<float>& text) {
+  CASTOR_CHECK(heads_, "the model has no contrastive heads (no image or audio adapter)");
+  CASTOR_CHECK(norm_out_ != nullptr && pass_.cache == nullptr, "last_pair_embeddings without a forward pass");
+  heads_->embed_pairs(trunk_in_, norm_out_, media, text);
+}
+
+void Transformer::start_generation(KvCache& cache) const {
+  cache.capacity = max_T_;
+  cache.length = 0;
+  cache.kv_dim = cfg_.kv_heads() * cfg_.head_dim();
+  cache.k.assign(size_t(cfg_.n_layers), std::vector<float>(size_t(cache.capacity * cache.kv_dim)));
+  cache.v.assign(size_t(cfg_.n_layers), std::vector<float>(size_t(cache.capacity * cache.kv_dim)));
+}
+
+void Transformer::check_cache(const KvCache& cache) const {
+  const int64_t kvd = cfg_.kv_heads() * cfg_.head_dim();
+  bool ok = int64_t(cache.k.size()) == cfg_.n_layers && int64_t(cache.v.size()) == cfg_.n_layers &&
+            cache.kv_dim == kvd && cache.capacity <= max_T_ && cache.length >= 0 && cache.length <= cache.capacity;
+  for (size_t l = 0; ok && l < cache.k.size(); ++l)
+    ok = int64_t(cache.k[l].size()) >= cache.capacity * kvd && int64_t(cache.v[l].size()) >= cache.capacity * kvd;
+  CASTOR_CHECK(ok, "KV cache not sized for this model (call start_generation)");
+}
+
+void Transformer::prefill(const ModelInput& prompt, KvCache& cache, float* last_logits) {
+  check_cache(cache);
+  CASTOR_CHECK(prompt.B == 1 && prompt.T >= 1, "prefill takes one sequence of at least one position (got ", prompt.B,
+               " x ", prompt.T, ")");
+  CASTOR_CHECK(prompt.T <= cache.capacity, "prompt of ", prompt.T, " positions exceeds the context of ",
+               cache.capacity);
+  pending_backward_ = false;
+  cache.length = 0;
+  const float* h = trunk_forward(prompt, nullptr, 0.0f, 0.0f, &cache).f32();
+  cache.length = prompt.T;
+  const int64_t C = cfg_.d_model;
+  CASTOR_KERNEL_CHECK(kc::matvec(last_logits, head_->w, cfg_.vocab_size, C, C, h + (prompt.T - 1) * C));
+}
+
+void Transformer::decode(const int32_t* ids, int64_t n, KvCache& cache, float* logits) {
+  check_cache(cache);
+  CASTOR_CHECK(n >= 1 && cache.length + n <= cache.capacity, "decode: ", cache.length, " cached + ", n,
+               " new positions exceed the context of ", cache.capacity);
+  pending_backward_ = false;
+  ModelInput in;
+  in.B = 1;
+  in.T = n;
+  in.ids = ids;
+  const float* h = trunk_forward(in, nullptr, 0.0f, 0.0f, &cache).f32();
+  cache.length += n;
+  const int64_t C = cfg_.d_model, V = cfg_.vocab_size;
+  if (n == 1)  // one row: a matrix-vector product (a GEMM would repack the head every step)
+    CASTOR_KERNEL_CHECK(kc::matvec(logits, head_->w, V, C, C, h));
+  else
+    CASTOR_KERNEL_CHECK(kc::gemm(false, true, n, V, C, 1.0f, h, C, head_->w, C, 0.0f, logits, V));
 }
 
 std::vector<const nn::MoeStats*> Transformer::moe_stats() const {

@@ -4,6 +4,7 @@
 // with cross-entropy (lm and align terms), distillation from a teacher, contrastive and
 // reconstruction heads. Heads produce their gradients during forward, so a training step
 // is forward(input, losses, &scale) then backward(); evaluation passes no scale.
+// Generation runs one sequence with a KV cache: prefill(prompt) then decode(new tokens).
 #pragma once
 #include <array>
 #include <functional>
@@ -35,6 +36,8 @@ struct LossValues {
   int64_t count(LossTerm t) const { return items[size_t(t)]; }
 };
 
+using KvCache = nn::KvCache;  // core/nn/module.h
+
 class Transformer {
  public:
   // Registers every parameter in `store` (allocation and init are the caller's:
@@ -65,6 +68,28 @@ class Transformer {
   void last_logits(const ModelInput& in, float* logits);
   // Projected contrastive embeddings of the batch's pairs (n_pairs x d_model each).
   void pair_embeddings(const ModelInput& in, std::vector<float>& media, std::vector<float>& text);
+  // Projected contrastive embeddings of the pairs of the input of the last forward() or
+  // hidden(), from the hidden states that pass left (no new pass; that input's arrays must
+  // still be alive).
+  void last_pair_embeddings(std::vector<float>& media, std::vector<float>& text);
+
+  // Generation with a KV cache, one sequence at a time (docs/generate.md).
+  // start_generation sizes `cache` for this model: max_positions() positions per layer,
+  // length 0. prefill runs a prompt (B = 1; text, image patches and audio frames as in
+  // forward, with the attention rule of docs/model.md), restarting the cache: it stores
+  // every layer's post-RoPE keys and values and writes the next-token logits at the
+  // prompt's last position (V floats). decode runs n text tokens at positions
+  // cache.length .. cache.length + n - 1 (GPT-2: wpe at those positions; Llama: RoPE),
+  // each attending to every cached position and causally to the new ones, appends them and
+  // writes n x V logits (row i: the next token after ids[i]). Both match last_logits over
+  // the whole sequence up to float rounding, except that with moe_capacity > 0 the tokens
+  // an expert drops depend on the rows of a pass (dropless MoE matches).
+  void start_generation(KvCache& cache) const;
+  void prefill(const ModelInput& prompt, KvCache& cache, float* last_logits);
+  void decode(const int32_t* ids, int64_t n, KvCache& cache, float* logits);
+  // Longest sequence the buffers (and so a KV cache) hold: the constructor's max_T.
+  int64_t max_positions() const { return max_T_; }
+
   // Router statistics of each MoE layer from the last forward.
   std::vector<const nn::MoeStats*> moe_stats() const;
 
@@ -74,7 +99,9 @@ class Transformer {
   static int64_t head_chunk_rows(int64_t rows, int64_t vocab_size);
 
  private:
-  Tensor trunk_forward(const ModelInput& in, const uint8_t* masked, float balance_scale, float z_scale);
+  Tensor trunk_forward(const ModelInput& in, const uint8_t* masked, float balance_scale, float z_scale,
+                       KvCache* cache = nullptr);
+  void check_cache(const KvCache& cache) const;
   double distill(const ModelInput& in, float temperature, float grad_scale, bool train, int64_t* count);
   ModelConfig cfg_;
   int64_t max_B_, max_T_;
@@ -97,6 +124,7 @@ class Transformer {
   const float* norm_out_ = nullptr;
   Transformer* teacher_ = nullptr;
   ModelInput in_;
+  ModelInput trunk_in_;  // input of the last trunk pass (last_pair_embeddings)
   const uint8_t* masked_in_ = nullptr;
   nn::Pass pass_;
   bool pending_backward_ = false;

@@ -24,6 +24,8 @@ const char* kUsage =
     "  train       train a model on HDF5 token shards (under mpirun or alone)\n"
     "  prep        build HDF5 corpus shards: text, images, audio, mix (castor prep --help)\n"
     "  data        inspect or verify corpus shards (castor data --help)\n"
+    "  generate    continue a prompt (text, image, audio) with a checkpoint (KV-cache sampling)\n"
+    "  eval        perplexity, loss terms and media retrieval of a checkpoint on shards\n"
     "  tokenize    print the token ids of stdin (or decode ids with --decode)\n";
 
 int dispatch(const std::vector<std::string>& words) {
@@ -37,7 +39,9 @@ int dispatch(const std::vector<std::string>& words) {
   if (cmd == "tokenize") return tokenize_command(rest);
   if (cmd == "prep") return prep_command(rest);
   if (cmd == "data") return data_command(rest);
-  CASTOR_FAIL("unknown command '", cmd, "' (available: train, prep, data, tokenize; see castor --help)");
+  if (cmd == "generate") return generate_command(rest);
+  if (cmd == "eval") return eval_command(rest);
+  CASTOR_FAIL("unknown command '", cmd, "' (available: train, prep, data, tokenize, generate, eval; see castor --help)");
 }
 
 }  // namespace

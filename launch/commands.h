@@ -10,5 +10,7 @@ int train_command(const std::vector<std::string>& args);     // launch/train.cpp
 int prep_command(const std::vector<std::string>& args);       // launch/prep.cpp
 int data_command(const std::vector<std::string>& args);       // launch/data.cpp
 int tokenize_command(const std::vector<std::string>& args);  // launch/tokenize.cpp
+int generate_command(const std::vector<std::string>& args);  // launch/generate.cpp
+int eval_command(const std::vector<std::string>& args);      // launch/eval.cpp
 
 }  // namespace castor::launch

@@ -3,7 +3,9 @@
 # 600 KB of King James text, 40,000 Fashion-MNIST images with captions ("a photo of a
 # trouser."), and 200 spoken KJV verses with their transcripts (repeated 8 times per
 # epoch: there are few); validation: held-out KJV books, 1,000 Fashion-MNIST test images,
-# 17 spoken verses of Jonah. Writes OUT/train and OUT/val (directories of shard links).
+# 17 spoken verses of Jonah. Writes OUT/train and OUT/val (directories of shard links),
+# and OUT/sft: the interleaved text/image/speech documents of scripts/make_mix.py, whose
+# prompt segments carry no loss (the alignment stage's data).
 # Usage: scripts/mm_data.sh [OUT (default runs/data/mm)]   (after scripts/setup.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,6 +30,7 @@ for split in train:train:40000 t10k:test:1000; do
 done
 $castor prep audio $q --manifest "$media/speech/train.tsv" --out "$out/speech-train" --prefix speech
 $castor prep audio $q --manifest "$media/speech/val.tsv" --out "$out/speech-val" --prefix speech --split validation
+$castor prep mix $q --input "$media/mix/manifest.jsonl" --out "$out/sft" --prefix mix
 rm -rf "$out/train" "$out/val"
 mkdir -p "$out/train" "$out/val"
 ln -s ../kjv-train/kjv-00000.h5 "$out/train/a-kjv.h5"

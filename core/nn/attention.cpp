@@ -2,17 +2,20 @@
 // (RoPE is orthogonal) before it flows into the qkv projection.
 #include "core/nn/attention.h"
 
+#include <algorithm>
+#include <cstring>
+
 #include "kernels/cpu/gemm.h"
+#include "kernels/cpu/kv_attention.h"
 #include "kernels/cpu/rope.h"
 
 namespace castor::nn {
 
 namespace kc = kernels::cpu;
 
-Attention::Attention(ParamStore& store, Backend& backend, const ModelConfig& cfg, int64_t max_B,
-                     int64_t max_T, const std::vector<Linear::Piece>& qkv, const Linear::Piece& out,
-                     float out_init_std)
-    : H_(cfg.n_heads), KVH_(cfg.kv_heads()), D_(cfg.head_dim()), rope_(cfg.family == Family::kLlama) {
+Attention::Attention(ParamStore& store, Backend& backend, const ModelConfig& cfg, int64_t max_B, int64_t max_T,
+                     const std::vector<Linear::Piece>& qkv, const Linear::Piece& out, float out_init_std, int64_t layer)
+    : H_(cfg.n_heads), KVH_(cfg.kv_heads()), D_(cfg.head_dim()), layer_(layer), rope_(cfg.family == Family::kLlama) {
   const int64_t rows = max_B * max_T, C = cfg.d_model;
   qkv_ = std::make_unique<Linear>(store, backend, rows, C, qkv, cfg.init_std);
   proj_ = std::make_unique<Linear>(store, backend, rows, H_ * D_, std::vector<Linear::Piece>{out}, out_init_std);
@@ -20,7 +23,9 @@ Attention::Attention(ParamStore& store, Backend& backend, const ModelConfig& cfg
   out_ = Buffer(backend, size_t(rows * H_ * D_) * sizeof(float));
   dout_ = Buffer(backend, size_t(rows * (H_ + 2 * KVH_) * D_) * sizeof(float));
   lse_ = Buffer(backend, size_t(max_B * H_ * max_T) * sizeof(float));
-  scratch_floats_ = kc::attention_scratch_floats({max_B, max_T, H_, KVH_, D_}, kc::num_threads());
+  // Enough for the training kernels and for any cached pass of at most max_T positions.
+  scratch_floats_ = std::max(kc::attention_scratch_floats({max_B, max_T, H_, KVH_, D_}, kc::num_threads()),
+                             kc::attention_decode_scratch_floats({0, max_T, H_, KVH_, D_}, kc::num_threads()));
   scratch_ = Buffer(backend, scratch_floats_ * sizeof(float));
   if (rope_) {
     rope_table_ = Buffer(backend, size_t(max_T * D_) * sizeof(float));
@@ -32,23 +37,48 @@ kc::AttentionShape Attention::shape(const Pass& pass) const { return {pass.B, pa
 
 Tensor Attention::forward(const Pass& pass, Tensor x) {
   Tensor qkv = qkv_->forward(pass, x);
+  if (pass.cache) return forward_cached(pass, qkv.f32());
   qkv_act_ = qkv.f32();
   const int64_t stride = (H_ + 2 * KVH_) * D_;
   if (rope_) {
     CASTOR_KERNEL_CHECK(kc::rope_apply(qkv_act_, rope_table_.f32(), pass.B, pass.T, H_, D_, stride, false));
-    CASTOR_KERNEL_CHECK(kc::rope_apply(qkv_act_ + H_ * D_, rope_table_.f32(), pass.B, pass.T, KVH_, D_,
-                                       stride, false));
+    CASTOR_KERNEL_CHECK(kc::rope_apply(qkv_act_ + H_ * D_, rope_table_.f32(), pass.B, pass.T, KVH_, D_, stride, false));
   }
-  CASTOR_KERNEL_CHECK(kc::attention_forward(out_.f32(), lse_.f32(), qkv_act_, shape(pass),
-                                            scratch_.f32(), scratch_floats_, pass.key_begin));
+  CASTOR_KERNEL_CHECK(kc::attention_forward(out_.f32(), lse_.f32(), qkv_act_, shape(pass), scratch_.f32(),
+                                            scratch_floats_, pass.key_begin));
   return proj_->forward(pass, rows_view(out_.f32(), pass.rows(), H_ * D_));
 }
 
+Tensor Attention::forward_cached(const Pass& pass, float* qkv) {
+  KvCache& cache = *pass.cache;
+  const int64_t n = pass.T, past = pass.past, kvd = KVH_ * D_, stride = (H_ + 2 * KVH_) * D_;
+  CASTOR_CHECK(pass.B == 1, "attention with a KV cache takes one sequence (got a batch of ", pass.B, ")");
+  CASTOR_CHECK(layer_ < int64_t(cache.k.size()) && cache.kv_dim == kvd, "KV cache not sized for this model");
+  CASTOR_CHECK(past >= 0 && past + n <= cache.capacity, "KV cache holds ", cache.capacity, " positions; ", past, " + ",
+               n, " do not fit");
+  if (rope_) {  // rows are positions past .. past + n - 1: the table from row `past` on
+    const float* table = rope_table_.f32() + past * D_;
+    CASTOR_KERNEL_CHECK(kc::rope_apply(qkv, table, 1, n, H_, D_, stride, false));
+    CASTOR_KERNEL_CHECK(kc::rope_apply(qkv + H_ * D_, table, 1, n, KVH_, D_, stride, false));
+  }
+  float* kbuf = cache.k[size_t(layer_)].data();
+  float* vbuf = cache.v[size_t(layer_)].data();
+  for (int64_t t = 0; t < n; ++t) {
+    std::memcpy(kbuf + (past + t) * kvd, qkv + t * stride + H_ * D_, size_t(kvd) * sizeof(float));
+    std::memcpy(vbuf + (past + t) * kvd, qkv + t * stride + (H_ + KVH_) * D_, size_t(kvd) * sizeof(float));
+  }
+  CASTOR_KERNEL_CHECK(kc::attention_decode(out_.f32(), H_ * D_, qkv, stride, kbuf, vbuf, kvd, {past, n, H_, KVH_, D_},
+                                           scratch_.f32(), scratch_floats_, pass.key_begin));
+  qkv_act_ = nullptr;
+  return proj_->forward(pass, rows_view(out_.f32(), n, H_ * D_));
+}
+
 Tensor Attention::backward(const Pass& pass, Tensor dy) {
+  CASTOR_CHECK(pass.cache == nullptr && qkv_act_ != nullptr, "attention backward after a cached (generation) pass");
   Tensor d_att = proj_->backward(pass, dy);
   float* dqkv = dout_.f32();
-  CASTOR_KERNEL_CHECK(kc::attention_backward(dqkv, d_att.f32(), qkv_act_, out_.f32(), lse_.f32(),
-                                             shape(pass), scratch_.f32(), scratch_floats_, pass.key_begin));
+  CASTOR_KERNEL_CHECK(kc::attention_backward(dqkv, d_att.f32(), qkv_act_, out_.f32(), lse_.f32(), shape(pass),
+                                             scratch_.f32(), scratch_floats_, pass.key_begin));
   const int64_t stride = (H_ + 2 * KVH_) * D_;
   if (rope_) {
     CASTOR_KERNEL_CHECK(kc::rope_apply(dqkv, rope_table_.f32(), pass.B, pass.T, H_, D_, stride, true));

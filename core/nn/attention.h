@@ -1,6 +1,10 @@
 // Causal self-attention: fused qkv projection -> (RoPE on q, k for Llama) -> scaled
 // dot-product attention with grouped-query heads -> output projection. The qkv layer's
 // pieces and the output layer come from the caller (who owns the naming).
+// With pass.cache set (generation, B = 1) forward runs the pass's rows at positions
+// pass.past + t: RoPE at those positions, keys and values appended to the cache's layer
+// `layer`, queries attending over the cache (kernels/cpu/kv_attention.h). Backward is
+// training-only and refuses a cached pass.
 #pragma once
 #include <memory>
 #include <vector>
@@ -13,15 +17,15 @@ namespace castor::nn {
 
 class Attention final : public Module {
  public:
-  Attention(ParamStore& store, Backend& backend, const ModelConfig& cfg, int64_t max_B,
-            int64_t max_T, const std::vector<Linear::Piece>& qkv, const Linear::Piece& out,
-            float out_init_std);
+  Attention(ParamStore& store, Backend& backend, const ModelConfig& cfg, int64_t max_B, int64_t max_T,
+            const std::vector<Linear::Piece>& qkv, const Linear::Piece& out, float out_init_std, int64_t layer = 0);
   Tensor forward(const Pass& pass, Tensor x) override;
   Tensor backward(const Pass& pass, Tensor dy) override;
 
  private:
   kernels::cpu::AttentionShape shape(const Pass& pass) const;
-  int64_t H_, KVH_, D_;
+  Tensor forward_cached(const Pass& pass, float* qkv);
+  int64_t H_, KVH_, D_, layer_;
   bool rope_;
   std::unique_ptr<Linear> qkv_, proj_;
   Buffer out_, lse_, dout_, scratch_, rope_table_;

@@ -23,7 +23,7 @@ Block::Block(ParamStore& store, Backend& backend, const ModelConfig& cfg, int64_
     attn_ = std::make_unique<Attention>(
         store, backend, cfg, max_B, max_T,
         std::vector<Linear::Piece>{{p + ".attn.c_attn.weight", p + ".attn.c_attn.bias", (H + 2 * KVH) * hd}},
-        Linear::Piece{p + ".attn.c_proj.weight", p + ".attn.c_proj.bias", C_}, proj_std);
+        Linear::Piece{p + ".attn.c_proj.weight", p + ".attn.c_proj.bias", C_}, proj_std, layer);
     norm2_ = std::make_unique<Norm>(store, backend, rows, C_, cfg.family, p + ".ln_2", cfg.norm_eps);
     if (!cfg.is_moe_layer(layer))
       ffn_ = std::make_unique<Mlp>(store, backend, cfg, rows,
@@ -36,7 +36,7 @@ Block::Block(ParamStore& store, Backend& backend, const ModelConfig& cfg, int64_
                                         std::vector<Linear::Piece>{{p + ".self_attn.q_proj.weight", "", H * hd},
                                                                    {p + ".self_attn.k_proj.weight", "", KVH * hd},
                                                                    {p + ".self_attn.v_proj.weight", "", KVH * hd}},
-                                        Linear::Piece{p + ".self_attn.o_proj.weight", "", C_}, proj_std);
+                                        Linear::Piece{p + ".self_attn.o_proj.weight", "", C_}, proj_std, layer);
     norm2_ = std::make_unique<Norm>(store, backend, rows, C_, cfg.family, p + ".post_attention_layernorm",
                                     cfg.norm_eps);
     if (!cfg.is_moe_layer(layer))

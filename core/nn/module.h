@@ -5,10 +5,21 @@
 // at most max_rows = micro_batch * seq_len rows, valid until the next forward/backward.
 #pragma once
 #include <cstdint>
+#include <vector>
 
 #include "core/tensor.h"
 
 namespace castor::nn {
+
+// Keys and values of earlier positions of one sequence, for generation: per layer,
+// `capacity` rows of kv_dim = KVH * D floats each (post-RoPE keys), of which the first
+// `length` are filled. Transformer::start_generation sizes it; each cached pass appends.
+struct KvCache {
+  int64_t capacity = 0;  // positions the buffers hold
+  int64_t length = 0;    // positions stored so far
+  int64_t kv_dim = 0;    // floats per position per layer (k and v each)
+  std::vector<std::vector<float>> k, v;  // per layer: capacity x kv_dim
+};
 
 // One pass over a (B, T) batch of token rows, and what its modules need to know about it.
 struct Pass {
@@ -17,6 +28,10 @@ struct Pass {
   const int32_t* key_begin = nullptr;  // (B, T) first key each query attends to; nullptr: causal
   float balance_scale = 0.0f;          // gradient weights of the MoE router losses (training)
   float z_scale = 0.0f;
+  // Generation (B = 1): attention reads and extends `cache`; the T rows of this pass are
+  // positions past .. past + T - 1 (key_begin then holds absolute key positions).
+  KvCache* cache = nullptr;
+  int64_t past = 0;
   int64_t rows() const { return B * T; }
 };
 
