@@ -3,7 +3,10 @@
 // vocab 50257, d_model 384, 6 layers, 6 heads, max_seq_len 1024, micro-batch 4 x 256,
 // fp32. Prints the median tokens/s and ms/step over the timed steps, MFU against the
 // measured SGEMM peak, peak RSS and a per-phase breakdown. The last line,
-// "RESULT key=value ...", is what bench/dense_s.sh reads. Not a test: no assertions.
+// "RESULT key=value ...", is what bench/dense_s.sh and bench/moe_s.sh read. Not a test:
+// no assertions. --moe builds "moe-s" instead: the same trunk with an MoE feed-forward in
+// every layer (8 experts, top-2, expert hidden 2 x d_model: the active FLOPs of dense-s),
+// and adds the MoE layers' per-phase times (router, plan, dispatch, experts, combine).
 #include <unistd.h>
 
 #include <algorithm>
@@ -23,6 +26,7 @@
 #include "core/config.h"
 #include "core/error.h"
 #include "core/model.h"
+#include "core/nn/moe.h"
 #include "core/optimizer.h"
 #include "core/param.h"
 #include "kernels/cpu/attention.h"
@@ -50,6 +54,10 @@ struct BenchOptions {
   int peak_reps = 5;       // calls of measure_sgemm_peak; the best is the MFU reference
   double peak_gflops = 0;  // > 0: fixed MFU reference instead of the measurement
   uint64_t seed = 1337;
+  bool moe = false;           // moe-s instead of dense-s
+  double moe_capacity = 0.0;  // moe-s capacity factor (0: dropless)
+  int64_t moe_experts = 8, moe_top_k = 2;
+  bool digest = false;  // print a hash of the weights and gradients after the last step
 };
 
 // The dense-s benchmark shape.
@@ -63,6 +71,20 @@ castor::ModelConfig dense_s_config(const std::string& family) {
   mc.n_layers = 6;
   mc.n_heads = 6;
   mc.max_seq_len = 1024;  // as GPT-2; the (1024, 384) position table is trained too
+  return mc;
+}
+
+// moe-s: dense-s with an MoE feed-forward in every layer; with the default 8 experts and
+// top-2, each expert's hidden size 2 x d_model (gpt2: half of the dense 4 x d_model) keeps
+// the active FLOPs per token those of dense-s. In general F = dense F / k.
+castor::ModelConfig moe_s_config(const BenchOptions& o) {
+  castor::ModelConfig mc = dense_s_config(o.family);
+  mc.moe_experts = o.moe_experts;
+  mc.moe_top_k = o.moe_top_k;
+  mc.moe_every = 1;
+  mc.moe_d_ff = mc.ffn_dim() / o.moe_top_k;
+  mc.moe_capacity = o.moe_capacity;
+  mc.validate();
   return mc;
 }
 
@@ -122,6 +144,15 @@ bool parse_options(int argc, char** argv, BenchOptions& o) {
   add("peak-gflops", po::value(&o.peak_gflops)->default_value(o.peak_gflops),
       "fixed MFU reference in GFLOP/s (e.g. a quiet-machine SGEMM rate); 0: the measured SGEMM peak");
   add("seed", po::value(&o.seed)->default_value(o.seed), "parameter init and token seed");
+  add("moe", po::bool_switch(&o.moe),
+      "build moe-s instead of dense-s: MoE in every layer, 8 experts, top-2, expert hidden = dense hidden / top-k");
+  add("moe-capacity", po::value(&o.moe_capacity)->default_value(o.moe_capacity),
+      "moe-s capacity factor (0: dropless)");
+  add("moe-experts", po::value(&o.moe_experts)->default_value(o.moe_experts), "moe-s experts");
+  add("moe-top-k", po::value(&o.moe_top_k)->default_value(o.moe_top_k), "moe-s experts per token");
+  add("digest", po::bool_switch(&o.digest),
+      "print a hash of the weight and gradient arenas after the last step (bitwise reproducibility checks "
+      "across thread counts and code changes)");
   po::variables_map vm;
   po::store(po::parse_command_line(argc, argv, desc), vm);
   if (vm.count("help")) {
@@ -137,6 +168,9 @@ bool parse_options(int argc, char** argv, BenchOptions& o) {
   CASTOR_CHECK(o.rss_every >= 0, "--rss-every must be >= 0 (got ", o.rss_every, ")");
   o.rss_steps = parse_step_list(o.rss_at);
   castor::parse_family(o.family);  // throws on an unknown family before anything is built
+  CASTOR_CHECK(o.moe_capacity >= 0, "--moe-capacity must be >= 0 (got ", o.moe_capacity, ")");
+  CASTOR_CHECK(o.moe_experts > 0 && o.moe_top_k > 0 && o.moe_top_k <= o.moe_experts,
+               "--moe-top-k must be in [1, --moe-experts]");
   return true;
 }
 
@@ -210,7 +244,8 @@ void time_kernels(const castor::ModelConfig& mc, uint64_t seed, double fwd_ms, d
 
 int run(const BenchOptions& o) {
   auto backend = castor::make_cpu_backend(o.threads);
-  const castor::ModelConfig mc = dense_s_config(o.family);
+  const castor::ModelConfig mc = o.moe ? moe_s_config(o) : dense_s_config(o.family);
+  const char* config_name = o.moe ? "moe-s" : "dense-s";
   const castor::OptimConfig oc;  // defaults of `castor train`
   const int64_t B = kBatch, T = kSeq;
 
@@ -232,12 +267,30 @@ int run(const BenchOptions& o) {
   }
   const double peak_flops = o.peak_gflops > 0 ? o.peak_gflops * 1e9 : measured_peak;
   const double flops_per_token = castor::launch::model_flops_per_token(mc, T);
+  // Active parameters: all but the experts a token does not use (non_embedding_params()
+  // counts only the top-k experts; the embeddings are the same in both).
+  const int64_t params_total = int64_t(store.numel());
+  int64_t params_active = params_total;
+  if (mc.moe_experts > 0) {
+    const int64_t C = mc.d_model, F = mc.expert_ffn_dim();
+    const int64_t expert = mc.family == castor::Family::kGpt2 ? 2 * C * F + F + C : 3 * C * F;
+    params_active -= mc.moe_layers() * (mc.moe_experts - mc.moe_top_k) * expert;
+  }
   std::printf(
-      "castor dense-s: %s, %lld layers, d_model %lld, %lld heads, vocab %lld, max_seq_len %lld, "
-      "%.2fM params (%.2fM non-embedding)\n",
-      castor::family_name(mc.family).c_str(), static_cast<long long>(mc.n_layers), static_cast<long long>(mc.d_model),
-      static_cast<long long>(mc.n_heads), static_cast<long long>(mc.vocab_size), static_cast<long long>(mc.max_seq_len),
-      double(store.numel()) / 1e6, double(mc.non_embedding_params()) / 1e6);
+      "castor %s: %s, %lld layers, d_model %lld, %lld heads, vocab %lld, max_seq_len %lld, "
+      "%.2fM params (%.2fM active, %.2fM active non-embedding)\n",
+      config_name, castor::family_name(mc.family).c_str(), static_cast<long long>(mc.n_layers),
+      static_cast<long long>(mc.d_model), static_cast<long long>(mc.n_heads), static_cast<long long>(mc.vocab_size),
+      static_cast<long long>(mc.max_seq_len), double(params_total) / 1e6, double(params_active) / 1e6,
+      double(mc.non_embedding_params()) / 1e6);
+  if (mc.moe_experts > 0) {
+    char capacity[32] = "0 (dropless)";
+    if (mc.moe_capacity > 0) std::snprintf(capacity, sizeof(capacity), "factor %g", mc.moe_capacity);
+    std::printf("MoE in %lld of %lld layers: %lld experts, top-%lld, expert hidden %lld, capacity %s\n",
+                static_cast<long long>(mc.moe_layers()), static_cast<long long>(mc.n_layers),
+                static_cast<long long>(mc.moe_experts), static_cast<long long>(mc.moe_top_k),
+                static_cast<long long>(mc.expert_ffn_dim()), capacity);
+  }
   std::printf("batch %lld x %lld, fp32, threads %d; model FLOPs %.1f MFLOP/token, %.1f GFLOP/step\n",
               static_cast<long long>(B), static_cast<long long>(T), kc::num_threads(), flops_per_token / 1e6,
               flops_per_token * double(B * T) / 1e9);
@@ -268,6 +321,10 @@ int run(const BenchOptions& o) {
   const float grad_scale = 1.0f / float(B * T);
   const int64_t total = o.warmup + o.steps;
   std::vector<double> t_zero, t_fwd, t_bwd, t_opt, t_step;
+  // MoE phases per step, summed over the MoE layers: forward then backward, in MoePhase order.
+  enum MoePhase { kRoute, kPlan, kDispatch, kExperts, kCombine, kMoePhases };
+  std::vector<double> t_moe[2][kMoePhases], t_moe_total[2];
+  int64_t max_load = 0, min_load = INT64_MAX, dropped = 0, assignments = 0;
   double first_loss = std::nan(""), last_loss = std::nan("");
   for (int64_t step = 0; step < total; ++step) {
     const auto& ids = pool_ids[size_t(step % kPool)];
@@ -296,6 +353,26 @@ int run(const BenchOptions& o) {
       t_bwd.push_back(ms(t2, t3));
       t_opt.push_back(ms(t3, t4));
       t_step.push_back(ms(t0, t4));
+      double sum[2][kMoePhases] = {}, total_sum[2] = {};
+      for (const castor::nn::MoeStats* s : model.moe_stats()) {
+        const castor::nn::MoeStats::Times* t[2] = {&s->fwd_ms, &s->bwd_ms};
+        for (int d = 0; d < 2; ++d) {
+          sum[d][kRoute] += t[d]->route;
+          sum[d][kPlan] += t[d]->plan;
+          sum[d][kDispatch] += t[d]->dispatch;
+          sum[d][kExperts] += t[d]->experts;
+          sum[d][kCombine] += t[d]->combine;
+          total_sum[d] += t[d]->total();
+        }
+        max_load = std::max(max_load, s->max_load);
+        min_load = std::min(min_load, s->min_load);
+        dropped += s->dropped;
+        assignments += s->assignments;
+      }
+      for (int d = 0; d < 2; ++d) {
+        for (int p = 0; p < kMoePhases; ++p) t_moe[d][p].push_back(sum[d][p]);
+        t_moe_total[d].push_back(total_sum[d]);
+      }
     }
     const int64_t done = step + 1;
     if ((o.rss_every > 0 && done % o.rss_every == 0) || o.rss_steps.count(done)) {
@@ -332,13 +409,62 @@ int run(const BenchOptions& o) {
       peak_rss_mib, double(backend->peak_bytes()) / kMiB);
   std::fflush(stdout);
 
+  std::string moe_result;
+  if (mc.moe_experts > 0) {
+    static const char* names[kMoePhases] = {"route", "plan", "dispatch", "experts", "combine"};
+    static const char* what[kMoePhases] = {
+        "router GEMM, softmax/top-k, losses / their backward", "dispatch plan (counting sort)",
+        "gather rows to experts / scatter-add back", "expert feed-forwards (GEMMs, bias, GELU)",
+        "gated combine / its backward"};
+    std::printf("\nMoE layers (median ms per step, summed over %lld layers)   forward  backward  share of step\n",
+                static_cast<long long>(mc.moe_layers()));
+    double routing = 0.0;
+    for (int p = 0; p < kMoePhases; ++p) {
+      const double f = median(t_moe[0][p]), b = median(t_moe[1][p]);
+      if (p != kExperts) routing += f + b;
+      std::printf("  %-8s %-52s %8.1f %8.1f  %5.1f%%\n", names[p], what[p], f, b, 100.0 * (f + b) / step_ms);
+      char item[64];
+      std::snprintf(item, sizeof(item), " moe_%s_fwd_ms=%.2f moe_%s_bwd_ms=%.2f", names[p], f, names[p], b);
+      moe_result += item;
+    }
+    const double tf = median(t_moe_total[0]), tb = median(t_moe_total[1]);
+    std::printf("  %-61s %8.1f %8.1f  %5.1f%%\n", "MoE layers in all", tf, tb, 100.0 * (tf + tb) / step_ms);
+    std::printf("  %-61s %8.1f %8s  %5.1f%%\n", "routing overhead (all but experts), fwd + bwd", routing, "",
+                100.0 * routing / step_ms);
+    std::printf("  expert load (kept assignments per expert and layer, over the timed steps): min %lld, max %lld "
+                "(uniform %lld); dropped %lld of %lld\n",
+                static_cast<long long>(min_load), static_cast<long long>(max_load),
+                static_cast<long long>(B * T * mc.moe_top_k / mc.moe_experts), static_cast<long long>(dropped),
+                static_cast<long long>(assignments));
+    char item[160];
+    std::snprintf(item, sizeof(item), " moe_fwd_ms=%.2f moe_bwd_ms=%.2f moe_routing_ms=%.2f moe_dropped_share=%.4f", tf,
+                  tb, routing, assignments > 0 ? double(dropped) / double(assignments) : 0.0);
+    moe_result += item;
+  }
+
+  if (o.digest) {
+    // FNV-1a over the bytes of both arenas: equal digests = bitwise-equal training.
+    auto fnv = [](const float* p, size_t n) {
+      uint64_t h = 1469598103934665603ull;
+      const auto* b = reinterpret_cast<const unsigned char*>(p);
+      for (size_t i = 0; i < n * sizeof(float); ++i) h = (h ^ b[i]) * 1099511628211ull;
+      return h;
+    };
+    std::printf("DIGEST config=%s steps=%lld threads=%d weights=%016llx grads=%016llx last_loss=%.9g\n", config_name,
+                static_cast<long long>(total), kc::num_threads(),
+                static_cast<unsigned long long>(fnv(store.weights(), store.numel())),
+                static_cast<unsigned long long>(fnv(store.grads(), store.numel())), last_loss);
+  }
+
   if (o.kernels) time_kernels(mc, o.seed, fwd_ms, bwd_ms);
 
   std::printf(
       "RESULT impl=castor tokens_per_s=%.1f ms_per_step=%.2f best_ms_per_step=%.2f mfu=%.4f peak_rss_mib=%.1f "
-      "sgemm_gflops=%.2f ref_gflops=%.2f zero_ms=%.2f fwd_ms=%.2f bwd_ms=%.2f opt_ms=%.2f\n",
+      "sgemm_gflops=%.2f ref_gflops=%.2f zero_ms=%.2f fwd_ms=%.2f bwd_ms=%.2f opt_ms=%.2f config=%s "
+      "params_total=%lld params_active=%lld%s\n",
       tokens_per_s, step_ms, *min_it, mfu, peak_rss_mib, measured_peak / 1e9, peak_flops / 1e9, zero_ms, fwd_ms, bwd_ms,
-      opt_ms);
+      opt_ms, config_name, static_cast<long long>(params_total), static_cast<long long>(params_active),
+      moe_result.c_str());
   return 0;
 }
 

@@ -3,6 +3,7 @@
 #include "core/nn/moe.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 
 #include "kernels/cpu/activation.h"
@@ -13,6 +14,39 @@
 namespace castor::nn {
 
 namespace kc = kernels::cpu;
+
+namespace {
+
+// Phase stopwatch for MoeStats::Times: lap(t) stores the ms since the previous lap in t.
+class Laps {
+ public:
+  Laps() : t_(std::chrono::steady_clock::now()) {}
+  void lap(double& into) {
+    const auto now = std::chrono::steady_clock::now();
+    into = std::chrono::duration<double, std::milli>(now - t_).count();
+    t_ = now;
+  }
+
+ private:
+  std::chrono::steady_clock::time_point t_;
+};
+
+// OpenBLAS (and castor's OpenMP default) single-threaded for a scope, restored on exit.
+// The router's GEMMs are a few MFLOP (N x E x C with E = 8): a 2-thread fork/join costs
+// more than it saves, and much more when another process holds a core (bench/NOTES.md).
+class SerialBlas {
+ public:
+  SerialBlas() : threads_(kc::num_threads()) { kc::set_num_threads(1); }
+  ~SerialBlas() { kc::set_num_threads(threads_); }
+  SerialBlas(const SerialBlas&) = delete;
+  SerialBlas& operator=(const SerialBlas&) = delete;
+  int threads() const { return threads_; }
+
+ private:
+  int threads_;
+};
+
+}  // namespace
 
 Moe::Moe(ParamStore& store, Backend& backend, const ModelConfig& cfg, int64_t max_rows, const std::string& prefix,
          float down_init_std, std::unique_ptr<TokenDispatcher> dispatcher)
@@ -72,60 +106,166 @@ Moe::Moe(ParamStore& store, Backend& backend, const ModelConfig& cfg, int64_t ma
   dx_ = floats(N * C_);
 }
 
-void Moe::expert_forward(int64_t e, int64_t r0, int64_t rows) {
+// Blocks of expert work. Row blocks of at most kRowBlock rows and weight-gradient blocks
+// of at most kColBlock output rows/columns, split evenly; the split depends only on the
+// expert loads, never on the thread count, and every block writes its own outputs.
+constexpr int64_t kRowBlock = 256;
+constexpr int64_t kColBlock = 256;
+
+// Returns the first non-kOk status of a kernel call from the enclosing Status function.
+#define MOE_TRY(expr)                                                       \
+  do {                                                                      \
+    if (kernels::Status s_ = (expr); s_ != kernels::Status::kOk) return s_; \
+  } while (0)
+
+kernels::Status Moe::expert_forward(int64_t e, int64_t r0, int64_t rows) {
   const int64_t U = swiglu_ ? 2 * F_ : F_;
   float* h = hup_.f32() + r0 * U;
   float* a = act_.f32() + r0 * F_;
   float* o = out_.f32() + r0 * C_;
-  CASTOR_KERNEL_CHECK(kc::gemm(false, true, rows, U, C_, 1.0f, xin_.f32() + r0 * C_, C_, up_w_[size_t(e)]->w, C_,
-                               0.0f, h, U));
+  MOE_TRY(kc::gemm(false, true, rows, U, C_, 1.0f, xin_.f32() + r0 * C_, C_, up_w_[size_t(e)]->w, C_, 0.0f, h, U));
   if (swiglu_) {
-    CASTOR_KERNEL_CHECK(kc::swiglu_forward(a, h, rows, F_));
+    MOE_TRY(kc::swiglu_forward(a, h, rows, F_));
   } else {
-    CASTOR_KERNEL_CHECK(kc::bias_add_rows(h, up_b_[size_t(e)]->w, rows, F_));
-    CASTOR_KERNEL_CHECK(kc::gelu_forward(a, h, rows * F_));
+    MOE_TRY(kc::bias_add_rows(h, up_b_[size_t(e)]->w, rows, F_));
+    MOE_TRY(kc::gelu_forward(a, h, rows * F_));
   }
-  CASTOR_KERNEL_CHECK(kc::gemm(false, true, rows, C_, F_, 1.0f, a, F_, down_w_[size_t(e)]->w, F_, 0.0f, o, C_));
-  if (!swiglu_) CASTOR_KERNEL_CHECK(kc::bias_add_rows(o, down_b_[size_t(e)]->w, rows, C_));
+  MOE_TRY(kc::gemm(false, true, rows, C_, F_, 1.0f, a, F_, down_w_[size_t(e)]->w, F_, 0.0f, o, C_));
+  if (!swiglu_) MOE_TRY(kc::bias_add_rows(o, down_b_[size_t(e)]->w, rows, C_));
+  return kernels::Status::kOk;
 }
 
-void Moe::expert_backward(int64_t e, int64_t r0, int64_t rows) {
+kernels::Status Moe::expert_backward_in(int64_t e, int64_t r0, int64_t rows) {
   const int64_t U = swiglu_ ? 2 * F_ : F_;
-  const float* d = dout_.f32() + r0 * C_;
-  const float* h = hup_.f32() + r0 * U;
-  const float* a = act_.f32() + r0 * F_;
-  const float* xin = xin_.f32() + r0 * C_;
   float* da = dact_.f32() + r0 * F_;
   float* dh = dhup_.f32() + r0 * U;
-  const Param& wd = *down_w_[size_t(e)];
-  const Param& wu = *up_w_[size_t(e)];
-  CASTOR_KERNEL_CHECK(kc::gemm(false, false, rows, F_, C_, 1.0f, d, C_, wd.w, F_, 0.0f, da, F_));
-  CASTOR_KERNEL_CHECK(kc::gemm(true, false, C_, F_, rows, 1.0f, d, C_, a, F_, 1.0f, wd.g, F_));
-  if (!swiglu_) CASTOR_KERNEL_CHECK(kc::bias_grad_accumulate(down_b_[size_t(e)]->g, d, rows, C_));
+  const float* h = hup_.f32() + r0 * U;
+  MOE_TRY(kc::gemm(false, false, rows, F_, C_, 1.0f, dout_.f32() + r0 * C_, C_, down_w_[size_t(e)]->w, F_, 0.0f, da,
+                   F_));
   if (swiglu_) {
-    CASTOR_KERNEL_CHECK(kc::swiglu_backward(dh, da, h, rows, F_));
+    MOE_TRY(kc::swiglu_backward(dh, da, h, rows, F_));
   } else {
-    CASTOR_KERNEL_CHECK(kc::gelu_backward(dh, da, h, rows * F_));
-    CASTOR_KERNEL_CHECK(kc::bias_grad_accumulate(up_b_[size_t(e)]->g, dh, rows, F_));
+    MOE_TRY(kc::gelu_backward(dh, da, h, rows * F_));
   }
-  CASTOR_KERNEL_CHECK(kc::gemm(false, false, rows, C_, U, 1.0f, dh, U, wu.w, C_, 0.0f, dxin_.f32() + r0 * C_, C_));
-  CASTOR_KERNEL_CHECK(kc::gemm(true, false, U, C_, rows, 1.0f, dh, U, xin, C_, 1.0f, wu.g, C_));
+  return kernels::Status::kOk;
+}
+
+kernels::Status Moe::expert_backward_out(int64_t e, int64_t r0, int64_t rows) {
+  const int64_t U = swiglu_ ? 2 * F_ : F_;
+  return kc::gemm(false, false, rows, C_, U, 1.0f, dhup_.f32() + r0 * U, U, up_w_[size_t(e)]->w, C_, 0.0f,
+                  dxin_.f32() + r0 * C_, C_);
+}
+
+kernels::Status Moe::expert_grad_down(int64_t e, int64_t c0, int64_t n) {
+  const std::vector<int64_t>& off = dispatcher_->expert_offsets();
+  const int64_t r0 = off[size_t(e)], rows = off[size_t(e) + 1] - r0;
+  const float* d = dout_.f32() + r0 * C_;
+  MOE_TRY(kc::gemm(true, false, C_, n, rows, 1.0f, d, C_, act_.f32() + r0 * F_ + c0, F_, 1.0f,
+                   down_w_[size_t(e)]->g + c0, F_));
+  if (!swiglu_ && c0 == 0) MOE_TRY(kc::bias_grad_accumulate(down_b_[size_t(e)]->g, d, rows, C_));
+  return kernels::Status::kOk;
+}
+
+kernels::Status Moe::expert_grad_up(int64_t e, int64_t u0, int64_t n) {
+  const std::vector<int64_t>& off = dispatcher_->expert_offsets();
+  const int64_t U = swiglu_ ? 2 * F_ : F_;
+  const int64_t r0 = off[size_t(e)], rows = off[size_t(e) + 1] - r0;
+  const float* dh = dhup_.f32() + r0 * U;
+  MOE_TRY(kc::gemm(true, false, n, C_, rows, 1.0f, dh + u0, U, xin_.f32() + r0 * C_, C_, 1.0f,
+                   up_w_[size_t(e)]->g + u0 * C_, C_));
+  if (!swiglu_ && u0 == 0) MOE_TRY(kc::bias_grad_accumulate(up_b_[size_t(e)]->g, dh, rows, F_));
+  return kernels::Status::kOk;
+}
+
+#undef MOE_TRY
+
+// Row blocks of every expert with rows; a block's cost is rows x per_row (its GEMMs'
+// multiply-adds per row, divided by C).
+void Moe::add_row_tasks(std::vector<Task>& tasks, Work work, int64_t per_row) {
+  const std::vector<int64_t>& off = dispatcher_->expert_offsets();
+  for (int64_t e = 0; e < dispatcher_->local_experts(); ++e) {
+    const int64_t r0 = off[size_t(e)], rows = off[size_t(e) + 1] - r0;
+    const int64_t blocks = (rows + kRowBlock - 1) / kRowBlock;
+    for (int64_t b = 0; b < blocks; ++b) {
+      const int64_t begin = rows * b / blocks, end = rows * (b + 1) / blocks;
+      tasks.push_back({(end - begin) * per_row, work, int32_t(e), r0 + begin, end - begin});
+    }
+  }
+}
+
+// Output blocks of every expert's weight gradient (cols output rows/columns in all).
+void Moe::add_grad_tasks(std::vector<Task>& tasks, Work work, int64_t cols) {
+  const std::vector<int64_t>& off = dispatcher_->expert_offsets();
+  const int64_t blocks = (cols + kColBlock - 1) / kColBlock;
+  for (int64_t e = 0; e < dispatcher_->local_experts(); ++e) {
+    const int64_t rows = off[size_t(e) + 1] - off[size_t(e)];
+    if (rows == 0) continue;
+    for (int64_t b = 0; b < blocks; ++b) {
+      const int64_t begin = cols * b / blocks, end = cols * (b + 1) / blocks;
+      tasks.push_back({rows * (end - begin), work, int32_t(e), begin, end - begin});
+    }
+  }
+}
+
+kernels::Status Moe::run_task(const Task& t) {
+  switch (t.work) {
+    case Work::kForward: return expert_forward(t.e, t.begin, t.count);
+    case Work::kBackwardIn: return expert_backward_in(t.e, t.begin, t.count);
+    case Work::kGradDown: return expert_grad_down(t.e, t.begin, t.count);
+    case Work::kBackwardOut: return expert_backward_out(t.e, t.begin, t.count);
+    case Work::kGradUp: return expert_grad_up(t.e, t.begin, t.count);
+  }
+  return kernels::Status::kInvalidArgument;
+}
+
+// Runs the phases in order (a barrier between them), each phase's tasks largest first over
+// the OpenMP threads. OpenBLAS is set to one thread meanwhile: inside a parallel region its
+// OpenMP build (0.3.21) otherwise still takes its multi-threaded path, which gives results
+// that depend on the thread count once K > 320 and ran slower here (bench/NOTES.md).
+void Moe::run_tasks(std::vector<Task>* phases, int n_phases) {
+  for (int p = 0; p < n_phases; ++p) {
+    std::stable_sort(phases[p].begin(), phases[p].end(), [](const Task& a, const Task& b) { return a.cost > b.cost; });
+  }
+  kernels::Status status = kernels::Status::kOk;
+  const SerialBlas serial;
+#pragma omp parallel num_threads(serial.threads())
+  for (int p = 0; p < n_phases; ++p) {
+    const std::vector<Task>& tasks = phases[p];
+#pragma omp for schedule(dynamic, 1)
+    for (size_t i = 0; i < tasks.size(); ++i) {
+      const kernels::Status s = run_task(tasks[i]);
+      if (s != kernels::Status::kOk) {
+#pragma omp critical(castor_moe_status)
+        if (status == kernels::Status::kOk) status = s;
+      }
+    }
+  }
+  CASTOR_KERNEL_CHECK(status);
 }
 
 Tensor Moe::forward(const Pass& pass, Tensor x) {
   const int64_t N = pass.rows();
   x_ = x.f32();
-  // route
-  CASTOR_KERNEL_CHECK(kc::gemm(false, true, N, E_, C_, 1.0f, x_, C_, router_->w, C_, 0.0f, logits_.f32(), E_));
-  CASTOR_KERNEL_CHECK(kc::router_topk(logits_.f32(), N, E_, k_, k_ >= 2, probs_.f32(), expert_.data(), gate_.f32()));
-  CASTOR_KERNEL_CHECK(kc::moe_balance_loss(probs_.f32(), expert_.data(), N, E_, k_, &stats_.balance, 0.0f, nullptr,
-                                           nullptr));
-  CASTOR_KERNEL_CHECK(kc::router_z_loss(logits_.f32(), N, E_, &stats_.router_z, 0.0f, nullptr));
+  MoeStats::Times& t = stats_.fwd_ms;
+  t = {};
+  Laps laps;
+  {  // route
+    const SerialBlas serial;
+    CASTOR_KERNEL_CHECK(kc::gemm(false, true, N, E_, C_, 1.0f, x_, C_, router_->w, C_, 0.0f, logits_.f32(), E_));
+    CASTOR_KERNEL_CHECK(
+        kc::router_topk(logits_.f32(), N, E_, k_, k_ >= 2, probs_.f32(), expert_.data(), gate_.f32()));
+    CASTOR_KERNEL_CHECK(kc::moe_balance_loss(probs_.f32(), expert_.data(), N, E_, k_, &stats_.balance, 0.0f,
+                                             nullptr, nullptr));
+    CASTOR_KERNEL_CHECK(kc::router_z_loss(logits_.f32(), N, E_, &stats_.router_z, 0.0f, nullptr));
+  }
+  laps.lap(t.route);
   const int64_t capacity =
       capacity_factor_ > 0 ? int64_t(std::ceil(capacity_factor_ * double(N * k_) / double(E_))) : -1;
   dispatcher_->plan(expert_.data(), N, k_, capacity);
+  laps.lap(t.plan);
   // dispatch -> compute -> combine
   dispatcher_->dispatch(x_, C_, xin_.f32());
+  laps.lap(t.dispatch);
   const std::vector<int64_t>& off = dispatcher_->expert_offsets();
   stats_.min_load = INT64_MAX;
   stats_.max_load = 0;
@@ -133,40 +273,61 @@ Tensor Moe::forward(const Pass& pass, Tensor x) {
     const int64_t rows = off[size_t(e) + 1] - off[size_t(e)];
     stats_.min_load = std::min(stats_.min_load, rows);
     stats_.max_load = std::max(stats_.max_load, rows);
-    if (rows > 0) expert_forward(e, off[size_t(e)], rows);
   }
+  tasks_[0].clear();
+  add_row_tasks(tasks_[0], Work::kForward, (swiglu_ ? 3 : 2) * F_);
+  run_tasks(tasks_, 1);
+  laps.lap(t.experts);
   stats_.assignments = N * k_;
   stats_.dropped = dispatcher_->dropped();
   dispatcher_->combine(out_.f32(), gate_.f32(), C_, y_.f32());
+  laps.lap(t.combine);
   if (shared_) {
     Tensor s = shared_->forward(pass, x);
     CASTOR_KERNEL_CHECK(kc::add(y_.f32(), y_.f32(), s.f32(), N * C_));
+    laps.lap(t.shared);
   }
   return rows_view(y_.f32(), N, C_);
 }
 
 Tensor Moe::backward(const Pass& pass, Tensor dy) {
   const int64_t N = pass.rows();
+  MoeStats::Times& t = stats_.bwd_ms;
+  t = {};
+  Laps laps;
   dispatcher_->combine_backward(dy.f32(), out_.f32(), gate_.f32(), C_, dout_.f32(), dgate_.f32());
-  const std::vector<int64_t>& off = dispatcher_->expert_offsets();
-  for (int64_t e = 0; e < dispatcher_->local_experts(); ++e) {
-    const int64_t rows = off[size_t(e) + 1] - off[size_t(e)];
-    if (rows > 0) expert_backward(e, off[size_t(e)], rows);
-  }
+  laps.lap(t.combine);
+  // Phase 0: d act and d hidden per row block, the down weights' gradient per block of its
+  // columns; phase 1 (needs all of d hidden): d input per row block, the up weights' gradient.
+  const int64_t U = swiglu_ ? 2 * F_ : F_;
+  tasks_[0].clear();
+  tasks_[1].clear();
+  add_row_tasks(tasks_[0], Work::kBackwardIn, F_);
+  add_grad_tasks(tasks_[0], Work::kGradDown, F_);
+  add_row_tasks(tasks_[1], Work::kBackwardOut, U);
+  add_grad_tasks(tasks_[1], Work::kGradUp, U);
+  run_tasks(tasks_, 2);
+  laps.lap(t.experts);
   dispatcher_->dispatch_backward(dxin_.f32(), C_, dx_.f32());
-  // Router: gates, balance loss (through the probabilities) and z-loss (through the logits).
-  std::fill(dprobs_.f32(), dprobs_.f32() + N * E_, 0.0f);
-  double unused = 0.0;
-  CASTOR_KERNEL_CHECK(kc::moe_balance_loss(probs_.f32(), expert_.data(), N, E_, k_, &unused, pass.balance_scale,
-                                           dprobs_.f32(), nullptr));
-  CASTOR_KERNEL_CHECK(kc::router_topk_backward(probs_.f32(), expert_.data(), gate_.f32(), dgate_.f32(),
-                                               dprobs_.f32(), N, E_, k_, k_ >= 2, dlogits_.f32()));
-  CASTOR_KERNEL_CHECK(kc::router_z_loss(logits_.f32(), N, E_, &unused, pass.z_scale, dlogits_.f32()));
-  CASTOR_KERNEL_CHECK(kc::gemm(true, false, E_, C_, N, 1.0f, dlogits_.f32(), E_, x_, C_, 1.0f, router_->g, C_));
-  CASTOR_KERNEL_CHECK(kc::gemm(false, false, N, C_, E_, 1.0f, dlogits_.f32(), E_, router_->w, C_, 1.0f, dx_.f32(), C_));
+  laps.lap(t.dispatch);
+  {  // Router: gates, balance loss (through the probabilities) and z-loss (through the logits).
+    const SerialBlas serial;
+    std::fill(dprobs_.f32(), dprobs_.f32() + N * E_, 0.0f);
+    double unused = 0.0;
+    CASTOR_KERNEL_CHECK(kc::moe_balance_loss(probs_.f32(), expert_.data(), N, E_, k_, &unused, pass.balance_scale,
+                                             dprobs_.f32(), nullptr));
+    CASTOR_KERNEL_CHECK(kc::router_topk_backward(probs_.f32(), expert_.data(), gate_.f32(), dgate_.f32(),
+                                                 dprobs_.f32(), N, E_, k_, k_ >= 2, dlogits_.f32()));
+    CASTOR_KERNEL_CHECK(kc::router_z_loss(logits_.f32(), N, E_, &unused, pass.z_scale, dlogits_.f32()));
+    CASTOR_KERNEL_CHECK(kc::gemm(true, false, E_, C_, N, 1.0f, dlogits_.f32(), E_, x_, C_, 1.0f, router_->g, C_));
+    CASTOR_KERNEL_CHECK(
+        kc::gemm(false, false, N, C_, E_, 1.0f, dlogits_.f32(), E_, router_->w, C_, 1.0f, dx_.f32(), C_));
+  }
+  laps.lap(t.route);
   if (shared_) {
     Tensor ds = shared_->backward(pass, dy);
     CASTOR_KERNEL_CHECK(kc::add(dx_.f32(), dx_.f32(), ds.f32(), N * C_));
+    laps.lap(t.shared);
   }
   return rows_view(dx_.f32(), N, C_);
 }

@@ -4,6 +4,12 @@
 // gradients, weighted by pass.balance_scale / pass.z_scale, join the gate gradients in
 // backward. Token movement goes through a TokenDispatcher (local here; all-to-all under
 // expert parallelism), so the module reads the same in either case.
+// The experts run as one OpenMP region per pass: each expert's rows are cut into row
+// blocks and its weight gradients into output blocks, a fixed split that depends only on
+// the loads, and the threads take the blocks (largest first) with single-threaded GEMMs.
+// The router's small GEMMs run single-threaded too, so apart from the shared expert (an Mlp
+// like the dense layers') no result of this module depends on the thread count
+// (bench/NOTES.md, "moe-s").
 #pragma once
 #include <memory>
 #include <string>
@@ -12,6 +18,7 @@
 #include "core/config.h"
 #include "core/nn/mlp.h"
 #include "core/nn/token_dispatcher.h"
+#include "kernels/status.h"
 
 namespace castor::nn {
 
@@ -21,6 +28,15 @@ struct MoeStats {
   double router_z = 0.0;  // mean logsumexp^2
   int64_t assignments = 0, dropped = 0;
   int64_t min_load = 0, max_load = 0;  // kept assignments of the least / most loaded expert
+  // Wall time of the last forward and backward by phase, in ms (bench/moe_s.sh). Forward: route = router
+  // GEMM, softmax/top-k and both losses; plan = dispatch plan; dispatch = gather of expert rows; experts =
+  // the expert feed-forwards; combine = gated sum back per token; shared = shared expert. Backward: the same
+  // phases in reverse (route = router losses and top-k backward plus the two router GEMMs).
+  struct Times {
+    double route = 0, plan = 0, dispatch = 0, experts = 0, combine = 0, shared = 0;
+    double total() const { return route + plan + dispatch + experts + combine + shared; }
+  };
+  Times fwd_ms, bwd_ms;
 };
 
 class Moe final : public Module {
@@ -33,8 +49,27 @@ class Moe final : public Module {
   const MoeStats& stats() const { return stats_; }
 
  private:
-  void expert_forward(int64_t e, int64_t r0, int64_t rows);
-  void expert_backward(int64_t e, int64_t r0, int64_t rows);
+  // One block of expert work: rows [begin, begin + count) of the expert-sorted order, or
+  // output rows/columns [begin, begin + count) of a weight gradient.
+  enum class Work : int32_t { kForward, kBackwardIn, kGradDown, kBackwardOut, kGradUp };
+  struct Task {
+    int64_t cost;  // multiply-adds / C, for largest-first order
+    Work work;
+    int32_t e;
+    int64_t begin, count;
+  };
+  void add_row_tasks(std::vector<Task>& tasks, Work work, int64_t per_row);
+  void add_grad_tasks(std::vector<Task>& tasks, Work work, int64_t cols);
+  void run_tasks(std::vector<Task>* phases, int n_phases);
+  kernels::Status run_task(const Task& t);
+  kernels::Status expert_forward(int64_t e, int64_t r0, int64_t rows);
+  // Backward of expert e's rows [r0, r0 + rows): d output -> d hidden (in), d hidden -> d input (out).
+  kernels::Status expert_backward_in(int64_t e, int64_t r0, int64_t rows);
+  kernels::Status expert_backward_out(int64_t e, int64_t r0, int64_t rows);
+  // Weight gradients of expert e: columns [c0, c0 + n) of the down matrix (with the down bias
+  // when c0 = 0), rows [u0, u0 + n) of the up matrix (with the up bias when u0 = 0).
+  kernels::Status expert_grad_down(int64_t e, int64_t c0, int64_t n);
+  kernels::Status expert_grad_up(int64_t e, int64_t u0, int64_t n);
 
   bool swiglu_;
   int64_t C_, F_, E_, k_;
@@ -49,6 +84,7 @@ class Moe final : public Module {
   // Per kept assignment (at most N * k rows): expert input, up output, activation, output.
   Buffer xin_, hup_, act_, out_, dout_, dact_, dhup_, dxin_, y_, dx_;
   const float* x_ = nullptr;
+  std::vector<Task> tasks_[2];
   MoeStats stats_;
 };
 

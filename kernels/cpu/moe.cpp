@@ -18,6 +18,11 @@ namespace castor::kernels::cpu {
 namespace {
 
 constexpr int64_t kParallelMin = 1 << 14;  // elements below which a loop stays serial
+// The permute / combine row gathers move a few bytes per FLOP-free element: serially they
+// copy ~10 GB/s (80-120 us for the moe-s layer's 1024 x 2 x 384 floats), less than one
+// fork/join costs when another process holds a core (8 ms measured, bench/NOTES.md
+// "moe-s"). They go parallel only from 2M elements (8 MB) on.
+constexpr int64_t kGatherParallelMin = 1 << 21;
 constexpr int kChunks = 64;                // fixed row chunks of the loss sums
 constexpr int64_t kExpertBlock = 1024;     // stack counts when the caller passes none
 
@@ -61,7 +66,7 @@ Status gather_sum(float* out, const float* src, const float* gate, const int32_t
   if (N == 0) return Status::kOk;
   if (!out || !src || !slot) return Status::kInvalidArgument;
   if (Status s = check_ids(slot, N * k, -1, INT64_MAX); s != Status::kOk) return s;
-#pragma omp parallel for schedule(static) if (N * k * C >= kParallelMin)
+#pragma omp parallel for schedule(static) if (N * k * C >= kGatherParallelMin)
   for (int64_t n = 0; n < N; ++n) {
     float* o = out + n * C;
     std::memset(o, 0, size_t(C) * sizeof(float));
@@ -238,7 +243,7 @@ Status moe_permute(float* x_perm, const float* x, const int32_t* token_of_slot, 
   if (M == 0) return Status::kOk;
   if (!x_perm || !x || !token_of_slot) return Status::kInvalidArgument;
   if (Status s = check_ids(token_of_slot, M, 0, INT64_MAX); s != Status::kOk) return s;
-#pragma omp parallel for schedule(static) if (M * C >= kParallelMin)
+#pragma omp parallel for schedule(static) if (M * C >= kGatherParallelMin)
   for (int64_t s = 0; s < M; ++s) {
     std::memcpy(x_perm + s * C, x + int64_t(token_of_slot[s]) * C, size_t(C) * sizeof(float));
   }
@@ -261,7 +266,7 @@ Status moe_combine_backward(float* dy_perm, float* dgate, const float* dy, const
   if (N == 0) return Status::kOk;
   if (!dy_perm || !dgate || !dy || !y_perm || !gate || !slot) return Status::kInvalidArgument;
   if (Status s = check_ids(slot, N * k, -1, INT64_MAX); s != Status::kOk) return s;
-#pragma omp parallel for schedule(static) if (N * k * C >= kParallelMin)
+#pragma omp parallel for schedule(static) if (N * k * C >= kGatherParallelMin)
   for (int64_t n = 0; n < N; ++n) {
     const float* d = dy + n * C;
     for (int64_t j = 0; j < k; ++j) {
