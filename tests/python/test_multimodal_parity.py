@@ -19,7 +19,6 @@
 #   test_multimodal_parity.py --keep DIR          keep the dumps the tool wrote
 import argparse
 import dataclasses
-import math
 import os
 import subprocess
 import sys
@@ -32,6 +31,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import multimodal_reference as mm  # noqa: E402
 from castor_testing import test_tool  # noqa: E402
+from test_parity import attr, rel_err  # noqa: E402  (shared with the dense parity test)
 
 TOL = 1e-4
 DTYPE = torch.float64
@@ -45,30 +45,6 @@ BATCH_KEYS = ("ids", "targets", "modality", "align", "segment_begin", "masked", 
               "patch_grid", "frames", "frame_pos", "pairs")
 WORST_SHOWN = 12
 MARGIN_WARN = 1e-5
-
-
-def attr(group, name):
-    if name not in group.attrs:
-        raise KeyError(f"missing attribute {group.name}@{name}")
-    v = group.attrs[name]
-    if isinstance(v, bytes):
-        return v.decode()
-    if isinstance(v, np.ndarray) and v.shape == (1,):
-        v = v[0]
-    if isinstance(v, np.generic):
-        v = v.item()
-    return v.decode() if isinstance(v, bytes) else v
-
-
-def rel_err(a, b):
-    """||a - b|| / ||b|| in float64 (b the reference); 0 when both are zero."""
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    nb = np.linalg.norm(b)
-    d = np.linalg.norm(a - b)
-    if nb == 0.0:
-        return 0.0 if d == 0.0 else math.inf
-    return float(d / nb)
 
 
 def read_config(meta, prefix):
