@@ -11,6 +11,7 @@
 #include <cmath>
 #include <numeric>
 #include <random>
+#include <tuple>
 #include <vector>
 
 #include "support/gradcheck.h"
@@ -305,8 +306,8 @@ TEST(MoePermuteCombine, GradientsMatchFiniteDifferences) {
 }
 
 // Every kernel's outputs, as bytes, for a problem large enough to run multi-threaded.
-std::vector<char> run_everything() {
-  const int64_t N = 3000, E = 16, k = 2, C = 48;
+std::vector<char> run_everything(int64_t N, int64_t C, int64_t capacity) {
+  const int64_t E = 16, k = 2;
   std::vector<char> bytes;
   auto keep = [&](const auto& v) {
     const char* p = reinterpret_cast<const char*>(v.data());
@@ -314,7 +315,7 @@ std::vector<char> run_everything() {
   };
   const auto logits = random_vector(size_t(N * E), 90);
   const Routed r = route(logits, N, E, k);
-  const Plan p = plan(r.expert, N, E, k, 400);
+  const Plan p = plan(r.expert, N, E, k, capacity);
   const int64_t M = p.offsets[E];
   VF dlogits(size_t(N * E), 0.0f), dprobs(size_t(N * E), 0.0f);
   std::vector<double> losses(2, 0.0);
@@ -336,14 +337,18 @@ std::vector<char> run_everything() {
   return bytes;
 }
 
+// Small (serial copies) and large enough for the copies' parallel branch (>= 2M floats,
+// dropless so every token is kept).
 TEST(Moe, BitwiseDeterministicAcrossThreadCounts) {
   const int saved = omp_get_max_threads();
-  omp_set_num_threads(1);
-  const auto one = run_everything();
-  omp_set_num_threads(2);
-  const auto two = run_everything();
+  for (const auto& [N, C, capacity] : {std::tuple<int64_t, int64_t, int64_t>{3000, 48, 400}, {8192, 256, -1}}) {
+    omp_set_num_threads(1);
+    const auto one = run_everything(N, C, capacity);
+    omp_set_num_threads(2);
+    const auto two = run_everything(N, C, capacity);
+    EXPECT_TRUE(one == two) << "outputs differ between 1 and 2 threads (N " << N << ", C " << C << ")";
+  }
   omp_set_num_threads(saved);
-  EXPECT_TRUE(one == two) << "outputs differ between 1 and 2 threads";
 }
 
 TEST(Moe, RejectsBadArguments) {
