@@ -5,6 +5,7 @@
 #pragma once
 #include <cstdint>
 #include <span>
+#include <vector>
 
 namespace castor {
 
@@ -35,6 +36,30 @@ struct ModelInput {
   const int32_t* frame_pos = nullptr;
   std::span<const MediaPair> pairs;
   int64_t rows() const { return B * T; }
+};
+
+// The arrays behind a ModelInput, owned: the loader's io::Batch, a generation prompt and
+// test batches extend it. view() maps an empty optional array to nullptr (no targets: no
+// loss; no modality: all text).
+struct ModelInputData {
+  int64_t B = 0, T = 0;
+  std::vector<int32_t> ids;            // text token per position (end-of-text at image/audio/pad)
+  std::vector<int32_t> targets;        // next text token, -1 where there is no LM loss
+  std::vector<uint8_t> modality;       // Modality per position
+  std::vector<int32_t> segment_begin;  // row position where the position's segment starts (0: before the row)
+  std::vector<uint8_t> align;          // 1: the target is a response token (its document has a prompt segment)
+  std::vector<int64_t> sample;         // per row: the global window index (epoch * windows + index)
+  // Image positions: patch values P*P*C in [0, 1] (row-major within the patch), the flat
+  // position b*T + t of each patch and its (row, column) in the image's patch grid.
+  int64_t patch_dim = 0;
+  std::vector<float> patches;
+  std::vector<int32_t> patch_pos, patch_grid;  // patch_grid: 2 per patch
+  // Audio positions: audio_stack consecutive log-mel frames (zero past the clip's end).
+  int64_t frame_dim = 0;
+  std::vector<float> frames;
+  std::vector<int32_t> frame_pos;
+  std::vector<MediaPair> pairs;
+  ModelInput view() const;
 };
 
 }  // namespace castor

@@ -43,27 +43,6 @@ int64_t Batch::text_tokens() const {
   return std::count(modality.begin(), modality.end(), static_cast<uint8_t>(Modality::text));
 }
 
-ModelInput Batch::view() const {
-  ModelInput in;
-  in.B = B;
-  in.T = T;
-  in.ids = ids.data();
-  in.targets = targets.data();
-  in.modality = modality.data();
-  in.align = align.data();
-  in.segment_begin = segment_begin.data();
-  in.sample = sample.data();
-  in.n_patches = int64_t(patch_pos.size());
-  in.patches = patches.data();
-  in.patch_pos = patch_pos.data();
-  in.patch_grid = patch_grid.data();
-  in.n_frames = int64_t(frame_pos.size());
-  in.frames = frames.data();
-  in.frame_pos = frame_pos.data();
-  in.pairs = pairs;
-  return in;
-}
-
 Loader::Loader(const std::string& path, const LoaderOptions& opts) : opts_(opts) {
   opts_.validate();
   int64_t channels = 0;

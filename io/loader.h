@@ -44,29 +44,12 @@ struct LoaderOptions {
 // pairs wholly inside the sequence are listed.
 using PairSpan = castor::MediaPair;
 
-// One rank's micro-batch: B rows of T positions, row-major (B, T) arrays.
-struct Batch {
-  int64_t B = 0, T = 0;
-  std::vector<int32_t> ids;        // text token per position (end-of-text at image/audio/pad)
-  std::vector<int32_t> targets;    // next text token, -1 where there is no LM loss
-  std::vector<uint8_t> modality;   // Modality per position
+// One rank's micro-batch: B rows of T positions, row-major (B, T) arrays: the model's
+// inputs (core/model_input.h; view() gives the ModelInput) plus the document layout.
+struct Batch : ModelInputData {
   std::vector<int32_t> position;   // position within its document (0 at a document start)
   std::vector<int32_t> doc;        // document number within the row (0, 1, ...), -1 on padding
-  std::vector<int32_t> segment_begin;  // row position where the position's segment starts (0: before the row)
-  std::vector<uint8_t> align;      // 1: the target is a response token (its document has a prompt segment)
-  std::vector<int64_t> sample;     // per row: the global window index (epoch * windows + index)
-  // Image positions: patch values P*P*C in [0, 1] (row-major within the patch), the flat
-  // position b*T + t of each patch and its (row, column) in the image's patch grid.
-  int64_t patch_dim = 0;
-  std::vector<float> patches;
-  std::vector<int32_t> patch_pos, patch_grid;  // patch_grid: 2 per patch
-  // Audio positions: audio_stack consecutive log-mel frames (zero past the clip's end).
-  int64_t frame_dim = 0;
-  std::vector<float> frames;
-  std::vector<int32_t> frame_pos;
-  std::vector<PairSpan> pairs;
   int64_t text_tokens() const;     // positions with modality text
-  ModelInput view() const;         // the model's view of this batch
 };
 
 class Loader {

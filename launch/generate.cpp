@@ -79,34 +79,17 @@ int32_t sample_token(const float* logits, int64_t V, const SamplingOptions& s, s
   return order[size_t(n - 1)];
 }
 
-// The prompt sequence and the arrays its ModelInput views.
-struct Prompt {
-  std::vector<int32_t> ids, segment_begin, patch_pos, patch_grid, frame_pos;
-  std::vector<uint8_t> modality;
-  std::vector<float> patches, frames;
+// The prompt: one row (B = 1) that grows by add(); view() is the ModelInput of the whole row.
+struct Prompt : ModelInputData {
   int64_t image_positions = 0, audio_positions = 0, text_positions = 0;
   std::string image_note;  // e.g. "image 28x28 -> 7x7 patches"
 
+  Prompt() { B = 1; }
   void add(int32_t id, Modality m, int32_t begin) {
     ids.push_back(id);
     modality.push_back(uint8_t(m));
     segment_begin.push_back(begin);
-  }
-  ModelInput view() const {
-    ModelInput in;
-    in.B = 1;
-    in.T = int64_t(ids.size());
-    in.ids = ids.data();
-    in.modality = modality.data();
-    in.segment_begin = segment_begin.data();
-    in.n_patches = int64_t(patch_pos.size());
-    in.patches = patches.data();
-    in.patch_pos = patch_pos.data();
-    in.patch_grid = patch_grid.data();
-    in.n_frames = int64_t(frame_pos.size());
-    in.frames = frames.data();
-    in.frame_pos = frame_pos.data();
-    return in;
+    T = int64_t(ids.size());
   }
 };
 

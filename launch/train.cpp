@@ -82,13 +82,14 @@ std::string describe_model(const ModelConfig& mc) {
   std::string s;
   char buf[256];
   if (mc.moe_experts > 0) {
-    std::snprintf(buf, sizeof buf, "; MoE: %lld experts top-%lld in %lld of %lld layers, expert d_ff %lld, %s%s",
+    std::snprintf(buf, sizeof buf, "; MoE: %lld experts top-%lld in %lld of %lld layers, expert d_ff %lld, ",
                   static_cast<long long>(mc.moe_experts), static_cast<long long>(mc.moe_top_k),
                   static_cast<long long>(mc.moe_layers()), static_cast<long long>(mc.n_layers),
-                  static_cast<long long>(mc.expert_ffn_dim()),
-                  mc.moe_capacity > 0 ? ("capacity " + std::to_string(mc.moe_capacity).substr(0, 4)).c_str() : "dropless",
-                  mc.moe_shared_expert ? ", shared expert" : "");
+                  static_cast<long long>(mc.expert_ffn_dim()));
     s += buf;
+    std::snprintf(buf, sizeof buf, mc.moe_capacity > 0 ? "capacity %g" : "dropless", mc.moe_capacity);
+    s += buf;
+    if (mc.moe_shared_expert) s += ", shared expert";
   }
   if (mc.image_patch > 0) {
     std::snprintf(buf, sizeof buf, "; image adapter: %lldx%lldx%lld patches, grid %lld",

@@ -66,12 +66,7 @@ ModelConfig config_for(const Case& c) {
 
 // A sequence: [image (3 x 2 patches)][audio (3 positions)][text], with the arrays a
 // ModelInput views, so that any prefix of it can be run as a whole.
-struct Sequence {
-  std::vector<int32_t> ids;
-  std::vector<uint8_t> modality;
-  std::vector<int32_t> segment_begin;
-  std::vector<float> patches, frames;
-  std::vector<int32_t> patch_pos, patch_grid, frame_pos;
+struct Sequence : ModelInputData {
   int64_t media = 0;  // positions before the text
 
   Sequence(const ModelConfig& m, int64_t text_len, uint64_t seed) {
@@ -111,21 +106,9 @@ struct Sequence {
 
   // The first `len` positions (len >= media) as one batch row.
   ModelInput prefix(int64_t len) const {
-    ModelInput in;
+    ModelInput in = view();
     in.B = 1;
     in.T = len;
-    in.ids = ids.data();
-    if (media > 0) {
-      in.modality = modality.data();
-      in.segment_begin = segment_begin.data();
-    }
-    in.n_patches = int64_t(patch_pos.size());
-    in.patches = patches.data();
-    in.patch_pos = patch_pos.data();
-    in.patch_grid = patch_grid.data();
-    in.n_frames = int64_t(frame_pos.size());
-    in.frames = frames.data();
-    in.frame_pos = frame_pos.data();
     return in;
   }
 };

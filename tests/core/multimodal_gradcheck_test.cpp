@@ -52,7 +52,7 @@ LossConfig all_terms() {
 void check_model(const ModelConfig& cfg, const std::vector<std::string>& names) {
   auto backend = make_cpu_backend(1);
   const testing::HandBatch b = testing::make_batch(cfg);
-  const ModelInput in = testing::view(b);
+  const ModelInput in = b.view();
   ParamStore store;
   Transformer model(cfg, store, *backend, b.B, b.T);
   store.allocate(*backend);

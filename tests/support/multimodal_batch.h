@@ -11,13 +11,12 @@
 namespace castor::testing {
 
 // The batch: B = 2 rows of T = 24 positions, laid out by hand.
-struct HandBatch {
-  int64_t B = 2, T = 24;
-  std::vector<int32_t> ids, targets, segment_begin, patch_pos, patch_grid, frame_pos;
-  std::vector<uint8_t> modality, align;
-  std::vector<int64_t> sample{5, 9};
-  std::vector<float> patches, frames;
-  std::vector<MediaPair> pairs;
+struct HandBatch : ModelInputData {
+  HandBatch() {
+    B = 2;
+    T = 24;
+    sample = {5, 9};
+  }
 };
 
 inline HandBatch make_batch(const ModelConfig& m) {
@@ -79,27 +78,6 @@ inline HandBatch make_batch(const ModelConfig& m) {
     }
   b.targets[size_t(b.T - 1)] = 3;  // the last position predicts the next window's first token
   return b;
-}
-
-inline ModelInput view(const HandBatch& b) {
-  ModelInput in;
-  in.B = b.B;
-  in.T = b.T;
-  in.ids = b.ids.data();
-  in.targets = b.targets.data();
-  in.modality = b.modality.data();
-  in.align = b.align.data();
-  in.segment_begin = b.segment_begin.data();
-  in.sample = b.sample.data();
-  in.n_patches = int64_t(b.patch_pos.size());
-  in.patches = b.patches.data();
-  in.patch_pos = b.patch_pos.data();
-  in.patch_grid = b.patch_grid.data();
-  in.n_frames = int64_t(b.frame_pos.size());
-  in.frames = b.frames.data();
-  in.frame_pos = b.frame_pos.data();
-  in.pairs = b.pairs;
-  return in;
 }
 
 }  // namespace castor::testing

@@ -18,7 +18,6 @@ namespace {
 
 using testing::HandBatch;
 using testing::make_batch;
-using testing::view;
 
 struct Case {
   ModelConfig model;
@@ -113,7 +112,7 @@ int multimodal_dump(const std::string& name, const std::string& out) {
   Case c = make_case(name);
   auto backend = make_cpu_backend(0);
   const HandBatch b = make_batch(c.model);
-  const ModelInput in = view(b);
+  const ModelInput in = b.view();
   ParamStore store;
   Transformer model(c.model, store, *backend, b.B, b.T);
   store.allocate(*backend);
