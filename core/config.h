@@ -107,6 +107,7 @@ struct TrainConfig {
 struct ParallelConfig {
   int tp = 1, dp = 0, pp = 1, ep = 1;  // dp 0: world size / (tp * pp)
   int zero = 0;                        // ZeRO stage: 0 replicated, 1 sharded moments, 2 + sharded grads
+  bool sequence_parallel = false;      // norms and residuals split over tp by token rows
   double bucket_mb = 25.0;             // gradient all-reduce bucket size
   double timeout_s = 300.0;            // a collective waiting longer is an error
   void validate() const;

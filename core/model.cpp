@@ -4,6 +4,7 @@
 
 #include <algorithm>
 
+#include "kernels/cpu/elementwise.h"
 #include "kernels/cpu/embedding.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/kv_attention.h"
@@ -24,30 +25,37 @@ float loss_term_weight(const LossConfig& c, LossTerm t) {
   return w[size_t(t)];
 }
 
-Transformer::Transformer(const ModelConfig& cfg, ParamStore& store, Backend& backend, int64_t max_B, int64_t max_T)
-    : cfg_(cfg), max_B_(max_B), max_T_(max_T) {
+Transformer::Transformer(const ModelConfig& cfg, ParamStore& store, Backend& backend, int64_t max_B, int64_t max_T,
+                         nn::LayerBuilder& layers)
+    : cfg_(cfg), layers_(layers), max_B_(max_B), max_T_(max_T) {
   cfg_.validate();
   CASTOR_CHECK(max_T <= cfg.max_seq_len, "sequence length ", max_T, " exceeds --model.max_seq_len (", cfg.max_seq_len,
                ")");
   const int64_t rows = max_B * max_T, C = cfg.d_model, V = cfg.vocab_size;
   const bool gpt2 = cfg.family == Family::kGpt2;
   wte_ = store.add(gpt2 ? "transformer.wte.weight" : "model.embed_tokens.weight", {V, C}, Init::normal(cfg.init_std),
-                   true);
+                   true, layers.vocab_shard());
   if (gpt2) wpe_ = store.add("transformer.wpe.weight", {cfg.max_seq_len, C}, Init::normal(cfg.init_std), true);
   if (cfg.multimodal()) adapters_ = std::make_unique<MediaAdapters>(store, cfg, gpt2 ? "transformer" : "model");
   for (int64_t l = 0; l < cfg.n_layers; ++l) {
     block_offset_.push_back(store.numel());
-    blocks_.push_back(std::make_unique<nn::Block>(store, backend, cfg, l, max_B, max_T));
+    blocks_.push_back(std::make_unique<nn::Block>(store, backend, layers, cfg, l, max_B, max_T));
   }
   norm_offset_ = store.numel();
-  norm_f_ = std::make_unique<nn::Norm>(store, backend, rows, C, cfg.family, gpt2 ? "transformer.ln_f" : "model.norm",
-                                       cfg.norm_eps);
+  norm_f_ = layers.norm(store, backend, rows, C, cfg.family, gpt2 ? "transformer.ln_f" : "model.norm", cfg.norm_eps);
   if (cfg.multimodal()) heads_ = std::make_unique<MultimodalHeads>(store, cfg);
-  head_ = cfg.tied_embeddings() ? wte_ : store.add("lm_head.weight", {V, C}, Init::normal(cfg.init_std), true);
+  head_ = cfg.tied_embeddings()
+              ? wte_
+              : store.add("lm_head.weight", {V, C}, Init::normal(cfg.init_std), true, layers.vocab_shard());
   emb_ = Buffer(backend, size_t(rows * C) * sizeof(float));
   dhidden_ = Buffer(backend, size_t(rows * C) * sizeof(float));
+  if (heads_) dheads_ = Buffer(backend, size_t(rows * C) * sizeof(float));
+  emb_reduce_ = layers.region(nn::Region::kReduce, backend, rows, C);
+  emb_scatter_ = layers.region(nn::Region::kScatter, backend, rows, C);
+  head_enter_ = layers.region(nn::Region::kEnter, backend, rows, C);
+  heads_rows_ = layers.region(nn::Region::kScatter, backend, rows, C);
   head_chunk_ = head_chunk_rows(rows, V);
-  head_scratch_ = Buffer(backend, kc::lm_head_xent_scratch_floats(head_chunk_, V) * sizeof(float));
+  vocab_head_ = layers.vocab_head(backend, head_chunk_, C, V);
   key_begin_.resize(size_t(rows));
   masked_.resize(size_t(rows));
   row_scale_.resize(size_t(rows));
@@ -62,6 +70,7 @@ int64_t Transformer::head_chunk_rows(int64_t rows, int64_t vocab_size) {
 }
 
 void Transformer::set_teacher(Transformer* teacher) {
+  if (teacher) check_whole("distillation");
   CASTOR_CHECK(teacher == nullptr || teacher->cfg_.vocab_size == cfg_.vocab_size, "distillation teacher vocabulary (",
                teacher ? teacher->cfg_.vocab_size : 0, ") differs from the model's (", cfg_.vocab_size, ")");
   CASTOR_CHECK(teacher == nullptr || (teacher->max_B_ >= max_B_ && teacher->max_T_ >= max_T_),
@@ -84,19 +93,26 @@ Tensor Transformer::trunk_forward(const ModelInput& in, const uint8_t* masked, f
   pass_.cache = cache;
   pass_.past = past;
   trunk_in_ = in;
-  kernels::Status st = kc::embedding_forward(emb_.f32(), in.ids, wte_->w, wpe_ ? wpe_->w + past * C : nullptr,
-                                             in.rows(), in.T, C, cfg_.vocab_size);
+  // Token embeddings of this rank's vocabulary rows (zeros for the others), summed over
+  // ranks, then the (replicated) positions: one rounding, as in a single lookup.
+  const int64_t v_begin = wte_->shard.rank * wte_->local[0];
+  kernels::Status st = kc::embedding_forward(emb_.f32(), in.ids, wte_->w, nullptr, in.rows(), in.T, C, cfg_.vocab_size,
+                                             v_begin, wte_->local[0]);
   CASTOR_CHECK(st == kernels::Status::kOk, "token id outside the model vocabulary (", cfg_.vocab_size, ")");
+  Tensor x = emb_reduce_->forward(pass_, nn::rows_view(emb_.f32(), in.rows(), C));
+  if (wpe_)
+    for (int64_t b = 0; b < in.B; ++b)
+      CASTOR_KERNEL_CHECK(kc::add(x.f32() + b * in.T * C, x.f32() + b * in.T * C, wpe_->w + past * C, in.T * C));
   // Without adapters, media positions keep their token embedding (end-of-text): a text-only
   // teacher can distil on multimodal batches. Training refuses such shards up front.
-  if (adapters_) adapters_->forward(in, masked, wpe_ ? wpe_->w : nullptr, emb_.f32());
+  if (adapters_) adapters_->forward(in, masked, wpe_ ? wpe_->w : nullptr, x.f32());
   if (in.modality) {
     attention_key_begin(in, key_begin_.data());
     pass_.key_begin = key_begin_.data();
   }
-  Tensor x = nn::rows_view(emb_.f32(), in.rows(), C);
+  x = emb_scatter_->forward(pass_, x);
   for (auto& b : blocks_) x = b->forward(pass_, x);
-  Tensor h = norm_f_->forward(pass_, x);
+  Tensor h = head_enter_->forward(pass_, norm_f_->forward(pass_, x));
   norm_out_ = h.f32();
   return h;
 }
@@ -140,10 +156,8 @@ LossValues Transformer::forward(const ModelInput& in, const LossConfig& losses, 
     const float s_lm = n_lm ? losses.lm * scale / float(n_lm) : 0.0f;
     const float s_align = n_align ? losses.align * scale / float(n_align) : 0.0f;
     for (int64_t n = 0; n < N; ++n) row_scale_[size_t(n)] = in.align && in.align[n] ? s_align : s_lm;
-    kc::XentResult r;
-    CASTOR_KERNEL_CHECK(kc::lm_head_xent(&r, h.f32(), head_->w, in.targets, N, C, cfg_.vocab_size, 1.0f, dh,
-                                         train ? head_->g : nullptr, head_scratch_.f32(), head_chunk_,
-                                         row_scale_.data(), row_losses_.data()));
+    vocab_head_->xent(h.f32(), head_->w, in.targets, N, dh, train ? head_->g : nullptr, row_scale_.data(),
+                      row_losses_.data());
     double sum_lm = 0.0, sum_align = 0.0;
     for (int64_t n = 0; n < N; ++n) {
       if (in.targets[n] < 0) continue;
@@ -160,13 +174,17 @@ LossValues Transformer::forward(const ModelInput& in, const LossConfig& losses, 
         distill(in, losses.distill_temperature, losses.distill * scale / float(n_lm + n_align), train, &count);
     set(LossTerm::distill, kd / double(count), count);
   }
+  // The multimodal heads run on every row on every rank: their gradient is added after the
+  // vocabulary part has been summed over ranks (backward).
+  float* dheads = train && heads_ ? dheads_.f32() : nullptr;
+  if (dheads) std::fill(dheads, dheads + N * C, 0.0f);
   if (heads_ && losses.contrastive > 0) {
-    const HeadResult r = heads_->contrastive(in, h.f32(), losses.temperature, losses.contrastive * scale, dh);
+    const HeadResult r = heads_->contrastive(in, h.f32(), losses.temperature, losses.contrastive * scale, dheads);
     if (r.items) set(LossTerm::contrastive, r.loss, r.items);
     out.pairs_correct = r.correct;
   }
   if (heads_ && masked_in_) {
-    const HeadResult r = heads_->reconstruction(in, masked_in_, h.f32(), losses.reconstruction * scale, dh);
+    const HeadResult r = heads_->reconstruction(in, masked_in_, h.f32(), losses.reconstruction * scale, dheads);
     if (r.items) set(LossTerm::reconstruction, r.loss, r.items);
   }
   if (moe_layers > 0) {
@@ -238,15 +256,23 @@ void Transformer::backward(const std::function<void(size_t)>& grads_ready) {
   auto ready = [&](size_t offset) {
     if (grads_ready) grads_ready(offset);
   };
-  Tensor d = norm_f_->backward(pass_, nn::rows_view(dhidden_.f32(), pass_.rows(), cfg_.d_model));
+  const int64_t C = cfg_.d_model;
+  Tensor d = head_enter_->backward(pass_, nn::rows_view(dhidden_.f32(), pass_.rows(), C));
+  if (heads_) {
+    Tensor mine = heads_rows_->forward(pass_, nn::rows_view(dheads_.f32(), pass_.rows(), C));
+    CASTOR_KERNEL_CHECK(kc::add(d.f32(), d.f32(), mine.f32(), d.numel()));
+  }
+  d = norm_f_->backward(pass_, d);
   ready(norm_offset_);  // final norm and the heads (their gradients came with forward)
   for (size_t l = blocks_.size(); l-- > 0;) {
     d = blocks_[l]->backward(pass_, d);
     ready(block_offset_[l]);
   }
+  d = emb_reduce_->backward(pass_, emb_scatter_->backward(pass_, d));
   if (adapters_) adapters_->backward(in_, masked_in_, wpe_ ? wpe_->g : nullptr, d.f32());
+  const int64_t v_begin = wte_->shard.rank * wte_->local[0];
   CASTOR_KERNEL_CHECK(kc::embedding_backward(wte_->g, wpe_ ? wpe_->g : nullptr, d.f32(), in_.ids, pass_.rows(), pass_.T,
-                                             cfg_.d_model, cfg_.vocab_size));
+                                             C, cfg_.vocab_size, v_begin, wte_->local[0]));
   ready(0);
 }
 
@@ -255,7 +281,13 @@ const float* Transformer::hidden(const ModelInput& in) {
   return trunk_forward(in, nullptr, 0.0f, 0.0f).f32();
 }
 
+void Transformer::check_whole(const char* what) const {
+  CASTOR_CHECK(layers_.tp_size() == 1, what, " needs the whole model on one rank (tensor-parallel degree ",
+               layers_.tp_size(), ")");
+}
+
 void Transformer::last_logits(const ModelInput& in, float* logits) {
+  check_whole("last_logits");
   const float* h = hidden(in);
   const int64_t C = cfg_.d_model, V = cfg_.vocab_size, T = in.T;
   // Row (b, T-1) of each sequence: a strided view (lda = T*C) into the hidden states.
@@ -299,6 +331,7 @@ void Transformer::check_cache(const KvCache& cache) const {
 }
 
 void Transformer::prefill(const ModelInput& prompt, KvCache& cache, float* last_logits) {
+  check_whole("generation");
   check_cache(cache);
   CASTOR_CHECK(prompt.B == 1 && prompt.T >= 1, "prefill takes one sequence of at least one position (got ", prompt.B,
                " x ", prompt.T, ")");

@@ -5,6 +5,9 @@
 // reconstruction heads. Heads produce their gradients during forward, so a training step
 // is forward(input, losses, &scale) then backward(); evaluation passes no scale.
 // Generation runs one sequence with a KV cache: prefill(prompt) then decode(new tokens).
+// A LayerBuilder splits the model over tensor-parallel ranks (core/nn/layer_builder.h): the
+// vocabulary tables by rows, attention by heads, MLPs by d_ff; the code here reads the same
+// for any split. Generation and distillation need the whole model (tp = 1).
 #pragma once
 #include <array>
 #include <functional>
@@ -42,7 +45,8 @@ class Transformer {
  public:
   // Registers every parameter in `store` (allocation and init are the caller's:
   // store.allocate(backend); store.initialize(seed)).
-  Transformer(const ModelConfig& cfg, ParamStore& store, Backend& backend, int64_t max_B, int64_t max_T);
+  Transformer(const ModelConfig& cfg, ParamStore& store, Backend& backend, int64_t max_B, int64_t max_T,
+              nn::LayerBuilder& layers = nn::single_device());
   ~Transformer();
 
   // The loss terms of `losses` on a micro-batch. With train_scale set, parameter gradients
@@ -102,8 +106,10 @@ class Transformer {
   Tensor trunk_forward(const ModelInput& in, const uint8_t* masked, float balance_scale, float z_scale,
                        KvCache* cache = nullptr);
   void check_cache(const KvCache& cache) const;
+  void check_whole(const char* what) const;
   double distill(const ModelInput& in, float temperature, float grad_scale, bool train, int64_t* count);
   ModelConfig cfg_;
+  nn::LayerBuilder& layers_;
   int64_t max_B_, max_T_;
   Param* wte_ = nullptr;
   Param* wpe_ = nullptr;
@@ -113,8 +119,13 @@ class Transformer {
   std::vector<std::unique_ptr<nn::Block>> blocks_;
   std::vector<size_t> block_offset_;  // arena offset of each block's first parameter
   size_t norm_offset_ = 0;            // ... of the final norm's
-  std::unique_ptr<nn::Norm> norm_f_;
-  Buffer emb_, dhidden_, head_scratch_;
+  std::unique_ptr<nn::Module> norm_f_;
+  // Regions (identity on one device): partial vocabulary embeddings summed, rows split for
+  // the blocks, rows gathered for the heads; heads_rows_ takes this rank's rows of the
+  // replicated heads' gradient.
+  std::unique_ptr<nn::Module> emb_reduce_, emb_scatter_, head_enter_, heads_rows_;
+  std::unique_ptr<nn::VocabHead> vocab_head_;
+  Buffer emb_, dhidden_, dheads_;
   int64_t head_chunk_ = 0;
   std::vector<int32_t> key_begin_;
   std::vector<uint8_t> masked_;

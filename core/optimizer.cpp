@@ -66,10 +66,8 @@ double AdamW::grad_sum_squares() const {
 
 double AdamW::grad_norm() const { return std::sqrt(grad_sum_squares()); }
 
-void AdamW::step(float lr, double grad_norm) {
-  ++t_;
-  float scale = 1.0f;
-  if (cfg_.grad_clip > 0 && grad_norm > cfg_.grad_clip) scale = float(cfg_.grad_clip / grad_norm);
+template <typename F>
+void AdamW::for_each_part(F&& fn) const {
   const auto& params = store_.params();
   size_t pi = 0;  // params and ranges are both in arena order
   for (const auto& r : shard_.ranges) {
@@ -78,13 +76,31 @@ void AdamW::step(float lr, double grad_norm) {
       const Param& p = params[k];
       const size_t begin = std::max(r.arena_begin, p.offset);
       const size_t end = std::min(r.arena_end, p.offset + size_t(p.numel()));
-      if (begin >= end) continue;
-      const size_t skip = begin - r.arena_begin, at = r.shard_offset + skip;
-      kc::AdamWHyper h{lr, cfg_.beta1, cfg_.beta2, cfg_.eps, p.decay ? cfg_.weight_decay : 0.0f, t_, scale};
-      CASTOR_KERNEL_CHECK(kc::adamw_step(store_.weights() + begin, grad_at(r) + skip, m_.f32() + at, v_.f32() + at,
-                                         int64_t(end - begin), h));
+      if (begin < end) fn(p, r, begin, end);
     }
   }
+}
+
+void AdamW::grad_sum_squares(const std::function<size_t(const Param&)>& group, std::span<double> sums) const {
+  for_each_part([&](const Param& p, const ArenaShard::Range& r, size_t begin, size_t end) {
+    double ss = 0.0;
+    CASTOR_KERNEL_CHECK(kc::sum_squares(&ss, grad_at(r) + (begin - r.arena_begin), int64_t(end - begin)));
+    const size_t g = group(p);
+    CASTOR_CHECK(g < sums.size(), "grad_sum_squares: group ", g, " out of range");
+    sums[g] += ss;
+  });
+}
+
+void AdamW::step(float lr, double grad_norm) {
+  ++t_;
+  float scale = 1.0f;
+  if (cfg_.grad_clip > 0 && grad_norm > cfg_.grad_clip) scale = float(cfg_.grad_clip / grad_norm);
+  for_each_part([&](const Param& p, const ArenaShard::Range& r, size_t begin, size_t end) {
+    const size_t skip = begin - r.arena_begin, at = r.shard_offset + skip;
+    kc::AdamWHyper h{lr, cfg_.beta1, cfg_.beta2, cfg_.eps, p.decay ? cfg_.weight_decay : 0.0f, t_, scale};
+    CASTOR_KERNEL_CHECK(kc::adamw_step(store_.weights() + begin, grad_at(r) + skip, m_.f32() + at, v_.f32() + at,
+                                       int64_t(end - begin), h));
+  });
 }
 
 }  // namespace castor

@@ -4,6 +4,8 @@
 // warmup + cosine learning-rate schedule.
 #pragma once
 #include <cstdint>
+#include <functional>
+#include <span>
 #include <vector>
 
 #include "core/config.h"
@@ -45,6 +47,9 @@ class AdamW {
 
   // Sum of squared gradients over this shard (the global norm sums it over shards).
   double grad_sum_squares() const;
+  // The same split by param: sums[group(p)] += the squares of p's gradients in this shard
+  // (group(p) < sums.size()), for norms over params held by different sets of ranks.
+  void grad_sum_squares(const std::function<size_t(const Param&)>& group, std::span<double> sums) const;
   double grad_norm() const;  // of this shard alone
   // One update with learning rate lr; clips to cfg.grad_clip using the given global norm.
   void step(float lr, double grad_norm);
@@ -64,6 +69,9 @@ class AdamW {
   ArenaShard shard_;
   const float* grads_;    // nullptr: the gradient arena
   const float* grad_at(const ArenaShard::Range& r) const;  // the range's first gradient
+  // fn(param, range, arena begin, arena end) for each part of a param inside a range.
+  template <typename F>
+  void for_each_part(F&& fn) const;
   Buffer m_, v_;
   int64_t t_ = 0;
 };

@@ -32,16 +32,85 @@ void fill_normal(float* out, int64_t n, float std, uint64_t seed) {
 
 }  // namespace
 
-Param* ParamStore::add(std::string name, Shape shape, Init init, bool decay) {
+namespace {
+
+// A shard as runs: for each segment, `outer` blocks (the dims before `dim`) of `inner`
+// contiguous floats per slice row. Visits (logical offset, part offset, floats) copies.
+template <typename F>
+void for_each_run(const Param& p, int rank, F&& copy) {
+  const ParamShard& s = p.shard;
+  const Shape& shape = p.shape;
+  int64_t outer = 1, inner = 1;
+  for (int i = 0; i < s.dim; ++i) outer *= shape[i];
+  for (int i = s.dim + 1; i < shape.rank(); ++i) inner *= shape[i];
+  const int64_t extent = shape[s.dim];
+  std::vector<int64_t> segments = s.segments.empty() ? std::vector<int64_t>{extent} : s.segments;
+  int64_t local_extent = 0;
+  for (int64_t seg : segments) local_extent += seg / s.ranks;
+  for (int64_t o = 0; o < outer; ++o) {
+    int64_t seg_begin = 0, local_begin = 0;
+    for (int64_t seg : segments) {
+      const int64_t slice = seg / s.ranks;
+      copy(((o * extent) + seg_begin + rank * slice) * inner, ((o * local_extent) + local_begin) * inner, slice * inner);
+      seg_begin += seg;
+      local_begin += slice;
+    }
+  }
+}
+
+}  // namespace
+
+void shard_extract(const Param& p, const float* logical, float* local) {
+  if (!p.shard.sharded()) {
+    std::memcpy(local, logical, size_t(p.numel()) * sizeof(float));
+    return;
+  }
+  for_each_run(p, p.shard.rank, [&](int64_t lo, int64_t po, int64_t n) {
+    std::memcpy(local + po, logical + lo, size_t(n) * sizeof(float));
+  });
+}
+
+void shard_insert(const Param& p, int rank, const float* part, float* logical) {
+  if (!p.shard.sharded()) {
+    std::memcpy(logical, part, size_t(p.numel()) * sizeof(float));
+    return;
+  }
+  for_each_run(p, rank, [&](int64_t lo, int64_t po, int64_t n) {
+    std::memcpy(logical + lo, part + po, size_t(n) * sizeof(float));
+  });
+}
+
+void shard_insert(const Param& p, const float* local, float* logical) { shard_insert(p, p.shard.rank, local, logical); }
+
+Param* ParamStore::add(std::string name, Shape shape, Init init, bool decay, ParamShard shard) {
   CASTOR_CHECK(!allocated(), "param ", name, " registered after allocation");
   CASTOR_CHECK(find(name) == nullptr, "duplicate param name ", name);
   Param p;
+  p.local = shape;
+  if (shard.sharded()) {
+    CASTOR_CHECK(shard.dim >= 0 && shard.dim < shape.rank() && shard.rank >= 0 && shard.rank < shard.ranks,
+                 "param ", name, ": invalid shard");
+    int64_t total = 0, local = 0;
+    for (int64_t seg : shard.segments.empty() ? std::vector<int64_t>{shape[shard.dim]} : shard.segments) {
+      CASTOR_CHECK(seg % shard.ranks == 0, "param ", name, ": ", seg, " rows/columns do not split over ",
+                   shard.ranks, " tensor-parallel ranks");
+      total += seg;
+      local += seg / shard.ranks;
+    }
+    CASTOR_CHECK(total == shape[shard.dim], "param ", name, ": shard segments do not add up to ", shape[shard.dim]);
+    std::vector<int64_t> dims = shape.dims();
+    dims[size_t(shard.dim)] = local;
+    p.local = Shape::of(dims);
+  } else {
+    shard = {};
+  }
+  p.shard = std::move(shard);
   p.name = std::move(name);
   p.shape = shape;
   p.init = init;
   p.decay = decay;
   p.offset = numel_;
-  numel_ += size_t(shape.numel());
+  numel_ += size_t(p.local.numel());
   params_.push_back(std::move(p));
   return &params_.back();
 }
@@ -59,9 +128,18 @@ void ParamStore::allocate(Backend& backend, size_t pad_to) {
 
 void ParamStore::initialize(uint64_t seed) {
   CASTOR_CHECK(allocated(), "ParamStore::initialize before allocate");
+  std::vector<float> logical;
   for (Param& p : params_) {
     switch (p.init.kind) {
-      case Init::Kind::kNormal: fill_normal(p.w, p.numel(), p.init.std, seed ^ fnv1a(p.name)); break;
+      case Init::Kind::kNormal:
+        if (p.shard.sharded()) {  // the logical tensor's values, then this rank's part
+          logical.resize(size_t(p.shape.numel()));
+          fill_normal(logical.data(), p.shape.numel(), p.init.std, seed ^ fnv1a(p.name));
+          shard_extract(p, logical.data(), p.w);
+        } else {
+          fill_normal(p.w, p.numel(), p.init.std, seed ^ fnv1a(p.name));
+        }
+        break;
       case Init::Kind::kZeros: std::fill(p.w, p.w + p.numel(), 0.0f); break;
       case Init::Kind::kOnes: std::fill(p.w, p.w + p.numel(), 1.0f); break;
     }

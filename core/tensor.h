@@ -26,6 +26,15 @@ class Shape {
       dims_[rank_++] = d;
     }
   }
+  static Shape of(const std::vector<int64_t>& dims) {
+    CASTOR_CHECK(dims.size() <= kMaxDims, "shape with ", dims.size(), " dims (max ", kMaxDims, ")");
+    Shape s;
+    for (int64_t d : dims) {
+      CASTOR_CHECK(d >= 0, "negative dimension ", d);
+      s.dims_[s.rank_++] = d;
+    }
+    return s;
+  }
   int rank() const { return rank_; }
   int64_t operator[](int i) const { return dims_[i]; }
   int64_t numel() const {

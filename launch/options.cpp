@@ -149,10 +149,12 @@ bool parse_train_options(const std::vector<std::string>& args, TrainOptions& out
       "data.val", opt(&o.train.val_data), "validation shards (file or directory); empty = none");
 
   po::options_description parallel("Parallelism [parallel] (under mpirun / srun)");
-  parallel.add_options()("parallel.tp", opt(&o.parallel.tp), "tensor-parallel degree (1 in this version)")(
+  parallel.add_options()("parallel.tp", opt(&o.parallel.tp), "tensor-parallel degree (divides heads, d_ff and vocabulary)")(
+      "parallel.sequence_parallel", opt(&o.parallel.sequence_parallel),
+      "sequence parallelism: norms and residuals split over tp by token rows (true/false)")(
       "parallel.dp", opt(&o.parallel.dp), "data-parallel degree; 0 = world size / (tp * pp)")(
       "parallel.pp", opt(&o.parallel.pp), "pipeline-parallel degree (1 in this version)")(
-      "parallel.ep", opt(&o.parallel.ep), "expert-parallel degree (divides dp; 1 in this version)")(
+      "parallel.ep", opt(&o.parallel.ep), "expert-parallel degree (divides dp and --model.moe_experts)")(
       "parallel.zero", opt(&o.parallel.zero), "ZeRO stage: 0 replicated optimizer states, 1 moments sharded over dp, 2 gradients sharded too")(
       "parallel.bucket_mb", opt(&o.parallel.bucket_mb), "gradient all-reduce bucket size (MB)")(
       "parallel.timeout", opt(&o.parallel.timeout_s), "seconds a collective may wait before the job aborts");

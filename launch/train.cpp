@@ -28,7 +28,9 @@
 #include "parallel/data_parallel.h"
 #include "parallel/mesh.h"
 #include "parallel/mpi_comm.h"
+#include "parallel/logical_state.h"
 #include "parallel/process_groups.h"
+#include "parallel/tensor_parallel.h"
 
 namespace castor::launch {
 namespace {
@@ -105,6 +107,13 @@ std::string describe_model(const ModelConfig& mc) {
   return s;
 }
 
+// Parameters of the whole model (a rank holds only its shards of some).
+int64_t logical_numel(const ParamStore& store) {
+  int64_t n = 0;
+  for (const Param& p : store.params()) n += p.shape.numel();
+  return n;
+}
+
 class MetricsLog {
  public:
   explicit MetricsLog(const std::string& out_dir) {
@@ -138,10 +147,9 @@ int train_command(const std::vector<std::string>& args) {
   // The process layout: validated before any work, with every degree in the message.
   parallel::MpiComm world(MPI_COMM_WORLD, "world", opt.parallel.timeout_s);
   const parallel::Mesh mesh({opt.parallel.tp, opt.parallel.dp, opt.parallel.pp, opt.parallel.ep}, world.size());
-  CASTOR_CHECK(mesh.shape().tp == 1 && mesh.shape().pp == 1 && mesh.shape().ep == 1, "layout ",
-               mesh.shape().str(), " on ", world.size(),
-               " ranks: this version trains with data parallelism only (tensor, pipeline and expert parallelism "
-               "come next); use --parallel.tp 1 --parallel.pp 1 --parallel.ep 1");
+  CASTOR_CHECK(mesh.shape().pp == 1 && mesh.shape().ep == 1, "layout ", mesh.shape().str(), " on ", world.size(),
+               " ranks: this version trains with data and tensor parallelism (pipeline and expert parallelism "
+               "come next); use --parallel.pp 1 --parallel.ep 1");
   const parallel::ProcessGroups groups = parallel::ProcessGroups::build(mesh, world);
   const int dp = mesh.shape().dp;
   const bool lead = world.rank() == 0;
@@ -164,6 +172,11 @@ int train_command(const std::vector<std::string>& args) {
                train_data.tokenizer(), ")");
   mc.validate();
   tc.validate(mc);
+  const int tp = mesh.shape().tp;
+  if (tp > 1) {
+    parallel::TensorParallel::check_layout(mc, tp, opt.parallel.sequence_parallel, tc.micro_batch, tc.seq_len);
+    CASTOR_CHECK(opt.loss.distill == 0, "--loss.distill needs the whole model on each rank: use --parallel.tp 1");
+  }
   std::unique_ptr<io::Loader> val_data;
   if (!tc.val_data.empty()) {
     // The same windows at every evaluation (the cursor restarts in a seeded order), drawn from
@@ -178,11 +191,25 @@ int train_command(const std::vector<std::string>& args) {
 
   const int64_t B = tc.micro_batch, T = tc.seq_len;
   ParamStore store;
-  Transformer model(mc, store, *backend, B, T);
+  // The model's layers, split over the tensor-parallel group when there is one.
+  std::unique_ptr<nn::LayerBuilder> split;
+  if (tp > 1) split = std::make_unique<parallel::TensorParallel>(*groups.tp, opt.parallel.sequence_parallel);
+  Transformer model(mc, store, *backend, B, T, split ? *split : nn::single_device());
   store.allocate(*backend, parallel::DataParallel::arena_pad(dp));
   store.initialize(tc.seed);
   const size_t bucket_elems = std::max<size_t>(1, size_t(opt.parallel.bucket_mb * 1e6 / sizeof(float)));
-  parallel::DataParallel sync(*groups.dp, store, *backend, opt.parallel.zero, bucket_elems);
+  parallel::DataParallel sync(*groups.dp, store, *backend, opt.parallel.zero, bucket_elems, groups.tp.get());
+  // Checkpoints hold whole tensors: with sharded params they go through a logical copy.
+  auto load_state = [&](const std::string& path, const ArenaMoments* moments, io::TrainState* st) {
+    if (!split) {
+      io::load_checkpoint(path, mc, store, moments, st);
+      return;
+    }
+    parallel::LogicalState whole(store, *backend, moments != nullptr);
+    const ArenaMoments wm = whole.moments();
+    io::load_checkpoint(path, mc, whole.store, moments ? &wm : nullptr, st);
+    parallel::scatter_logical(whole, store, moments);
+  };
   AdamW optim = sync.make_optimizer(opt.optim);
 
   // Distillation: the teacher, any size with the same vocabulary, runs forward only.
@@ -204,7 +231,7 @@ int train_command(const std::vector<std::string>& args) {
                 double(opt.loss.distill_temperature));
   }
   if (!tc.init_from.empty()) {  // a new stage from a checkpoint's weights; optimizer and data start fresh
-    io::load_checkpoint(tc.init_from, mc, store, nullptr, nullptr);
+    load_state(tc.init_from, nullptr, nullptr);
     std::printf("initialised from %s\n", tc.init_from.c_str());
   }
 
@@ -218,11 +245,11 @@ int train_command(const std::vector<std::string>& args) {
     } else {
       if (sync.stage() == 0) {
         const ArenaMoments moments = optim.whole_moments();
-        io::load_checkpoint(latest, mc, store, &moments, &state);
+        load_state(latest, &moments, &state);
       } else {  // whole moments from the file, then this rank's shard of them
         Buffer m(*backend, store.arena_elems() * sizeof(float)), v(*backend, store.arena_elems() * sizeof(float));
         const ArenaMoments moments{m.f32(), v.f32()};
-        io::load_checkpoint(latest, mc, store, &moments, &state);
+        load_state(latest, &moments, &state);
         sync.scatter_moments(optim, moments);
       }
       optim.set_steps_taken(state.optim_steps);
@@ -240,7 +267,7 @@ int train_command(const std::vector<std::string>& args) {
               family_name(mc.family).c_str(), static_cast<long long>(mc.n_layers),
               static_cast<long long>(mc.d_model), static_cast<long long>(mc.n_heads),
               static_cast<long long>(mc.kv_heads()), static_cast<long long>(mc.vocab_size),
-              double(store.numel()) / 1e6, double(mc.non_embedding_params()) / 1e6, describe_model(mc).c_str());
+              double(logical_numel(store)) / 1e6, double(mc.non_embedding_params()) / 1e6, describe_model(mc).c_str());
   std::printf("data: %lld training positions (%lld sequences of %lld; %lld images, %lld audio clips), tokenizer %s; "
               "batch %lld x %lld x accum %lld x dp %d\n",
               static_cast<long long>(train_data.stream_positions()), static_cast<long long>(train_data.windows_per_epoch()),
@@ -280,12 +307,22 @@ int train_command(const std::vector<std::string>& args) {
   auto save = [&](int64_t step) {
     if (tc.out_dir.empty()) return;
     const ArenaMoments moments = sync.gather_moments(optim);  // every rank joins under ZeRO
+    std::optional<parallel::LogicalState> whole;
+    if (split) {  // and every tp rank in the gathering of the shards
+      whole.emplace(store, *backend, true);
+      parallel::gather_logical(*groups.tp, store, &moments, *whole);
+    }
     if (!lead) return;  // every rank now holds the same whole state
     state.step = step;
     state.optim_steps = optim.steps_taken();
     state.cursor = train_data.cursor();
     const std::string path = io::checkpoint_path(tc.out_dir, step);
-    io::save_checkpoint(path, mc, store, &moments, state);
+    if (whole) {
+      const ArenaMoments wm = whole->moments();
+      io::save_checkpoint(path, mc, whole->store, &wm, state);
+    } else {
+      io::save_checkpoint(path, mc, store, &moments, state);
+    }
     std::printf("saved %s\n", path.c_str());
   };
 
@@ -316,7 +353,7 @@ int train_command(const std::vector<std::string>& args) {
     if (done % tc.log_every == 0 || done == tc.steps) {
       const double dt = seconds_since(t_log);
       const double tps = double(tokens_since_log) / dt;
-      const double mfu = tps / dp * flops_per_token / peak_flops;  // per rank, against one rank's peak
+      const double mfu = tps / (dp * tp) * flops_per_token / peak_flops;  // per rank, against one rank's peak
       std::printf("step %6lld/%lld | loss %.6f%s | lr %.4e | grad norm %.4f | %.0f tok/s | MFU %.1f%%%s | peak mem "
                   "%.0f MiB\n",
                   static_cast<long long>(done), static_cast<long long>(tc.steps), loss, interval.terms_text().c_str(),

@@ -21,7 +21,7 @@ class AllToAllDispatcher final : public nn::TokenDispatcher {
   AllToAllDispatcher(Communicator& ep, int64_t experts);
   void plan(const int32_t* expert, int64_t N, int64_t k, int64_t capacity) override;
   int64_t local_experts() const override { return local_; }
-  int64_t first_expert() const { return int64_t(comm_.rank()) * local_; }
+  int64_t first_local_expert() const override { return int64_t(comm_.rank()) * local_; }
   const std::vector<int64_t>& expert_offsets() const override { return offsets_; }
   int64_t dropped() const override { return local_plan_.dropped(); }
   void dispatch(const float* x, int64_t C, float* expert_in) override;

@@ -11,8 +11,9 @@
 namespace castor::parallel {
 
 DataParallel::DataParallel(Communicator& dp, ParamStore& store, Backend& backend, int zero_stage,
-                           size_t bucket_elems)
+                           size_t bucket_elems, Communicator* tp)
     : dp_(dp),
+      tp_(tp && tp->size() > 1 ? tp : nullptr),
       store_(store),
       backend_(backend),
       stage_(dp.size() > 1 ? zero_stage : 0),
@@ -65,7 +66,15 @@ void DataParallel::backward(Transformer& model, bool last_micro) {
 }
 
 double DataParallel::grad_norm(const AdamW& optim) {
-  double ss = optim.grad_sum_squares();
+  double ss = 0.0;
+  if (tp_) {  // tp-sharded params: each rank holds a part; replicated ones: every rank all
+    double sums[2] = {0.0, 0.0};
+    optim.grad_sum_squares([](const Param& p) { return size_t(p.shard.sharded()); }, sums);
+    tp_->all_reduce(&sums[1], 1, ReduceOp::kSum);
+    ss = sums[0] + sums[1];
+  } else {
+    ss = optim.grad_sum_squares();
+  }
   if (stage_ >= 1) dp_.all_reduce(&ss, 1, ReduceOp::kSum);
   return std::sqrt(ss);
 }

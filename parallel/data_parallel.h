@@ -29,8 +29,10 @@ struct StateMemory {
 
 class DataParallel {
  public:
-  // The store must be allocated with pad_to = dp.size() (arena_pad).
-  DataParallel(Communicator& dp, ParamStore& store, Backend& backend, int zero_stage, size_t bucket_elems);
+  // The store must be allocated with pad_to = dp.size() (arena_pad). tp (optional): the
+  // tensor-parallel group, over which the grad norm sums the sharded params' parts.
+  DataParallel(Communicator& dp, ParamStore& store, Backend& backend, int zero_stage, size_t bucket_elems,
+               Communicator* tp = nullptr);
   static size_t arena_pad(int dp_size) { return size_t(dp_size); }
 
   // AdamW over the arena (stage 0) or this rank's shard (stages 1, 2).
@@ -40,7 +42,7 @@ class DataParallel {
   void zero_grads();
   // backward of the micro-batch just run forward, with its gradient reduction overlapped.
   void backward(Transformer& model, bool last_micro);
-  // Global gradient norm (collective under ZeRO).
+  // Global gradient norm (collective under ZeRO and over tp).
   double grad_norm(const AdamW& optim);
   // After optim.step(): every rank's weights become whole again (all-gather under ZeRO).
   void after_step();
@@ -58,6 +60,7 @@ class DataParallel {
 
  private:
   Communicator& dp_;
+  Communicator* tp_;
   ParamStore& store_;
   Backend& backend_;
   int stage_;  // effective: 0 on one rank

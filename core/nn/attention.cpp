@@ -13,13 +13,19 @@ namespace castor::nn {
 
 namespace kc = kernels::cpu;
 
-Attention::Attention(ParamStore& store, Backend& backend, const ModelConfig& cfg, int64_t max_B, int64_t max_T,
-                     const std::vector<Linear::Piece>& qkv, const Linear::Piece& out, float out_init_std, int64_t layer)
-    : H_(cfg.n_heads), KVH_(cfg.kv_heads()), D_(cfg.head_dim()), layer_(layer), rope_(cfg.family == Family::kLlama) {
+Attention::Attention(ParamStore& store, Backend& backend, LayerBuilder& layers, const ModelConfig& cfg, int64_t max_B,
+                     int64_t max_T, const std::vector<Linear::Piece>& qkv, const Linear::Piece& out,
+                     float out_init_std, int64_t layer)
+    : H_(cfg.n_heads / layers.tp_size()),
+      KVH_(cfg.kv_heads() / layers.tp_size()),
+      D_(cfg.head_dim()),
+      layer_(layer),
+      rope_(cfg.family == Family::kLlama) {
   const int64_t rows = max_B * max_T, C = cfg.d_model;
-  qkv_ = std::make_unique<Linear>(store, backend, rows, C, qkv, cfg.init_std);
-  proj_ = std::make_unique<Linear>(store, backend, rows, H_ * D_, std::vector<Linear::Piece>{out}, out_init_std);
-  CASTOR_CHECK(qkv_->out_features() == (H_ + 2 * KVH_) * D_, "attention: qkv pieces do not add up");
+  qkv_ = layers.column(store, backend, rows, C, qkv, cfg.init_std);
+  proj_ = layers.row(store, backend, rows, cfg.n_heads * D_, out, out_init_std);
+  CASTOR_CHECK(qkv_->out_features() == (H_ + 2 * KVH_) * D_ && proj_->in_features() == H_ * D_,
+               "attention: qkv pieces do not add up");
   out_ = Buffer(backend, size_t(rows * H_ * D_) * sizeof(float));
   dout_ = Buffer(backend, size_t(rows * (H_ + 2 * KVH_) * D_) * sizeof(float));
   lse_ = Buffer(backend, size_t(max_B * H_ * max_T) * sizeof(float));

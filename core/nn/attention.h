@@ -5,29 +5,33 @@
 // pass.past + t: RoPE at those positions, keys and values appended to the cache's layer
 // `layer`, queries attending over the cache (kernels/cpu/kv_attention.h). Backward is
 // training-only and refuses a cached pass.
+// Under tensor parallelism the builder splits the qkv projection by heads (query and
+// key/value heads alike, so grouped-query heads stay with their queries) and the output
+// projection by its input; this rank then runs attention over its own heads.
 #pragma once
 #include <memory>
 #include <vector>
 
 #include "core/config.h"
-#include "core/nn/linear.h"
+#include "core/nn/layer_builder.h"
 #include "kernels/cpu/attention.h"
 
 namespace castor::nn {
 
 class Attention final : public Module {
  public:
-  Attention(ParamStore& store, Backend& backend, const ModelConfig& cfg, int64_t max_B, int64_t max_T,
-            const std::vector<Linear::Piece>& qkv, const Linear::Piece& out, float out_init_std, int64_t layer = 0);
+  Attention(ParamStore& store, Backend& backend, LayerBuilder& layers, const ModelConfig& cfg, int64_t max_B,
+            int64_t max_T, const std::vector<Linear::Piece>& qkv, const Linear::Piece& out, float out_init_std,
+            int64_t layer = 0);
   Tensor forward(const Pass& pass, Tensor x) override;
   Tensor backward(const Pass& pass, Tensor dy) override;
 
  private:
   kernels::cpu::AttentionShape shape(const Pass& pass) const;
   Tensor forward_cached(const Pass& pass, float* qkv);
-  int64_t H_, KVH_, D_, layer_;
+  int64_t H_, KVH_, D_, layer_;  // heads on this rank
   bool rope_;
-  std::unique_ptr<Linear> qkv_, proj_;
+  std::unique_ptr<LinearLayer> qkv_, proj_;
   Buffer out_, lse_, dout_, scratch_, rope_table_;
   size_t scratch_floats_ = 0;
   float* qkv_act_ = nullptr;  // post-RoPE q, k and v (owned by qkv_)

@@ -10,7 +10,7 @@ namespace castor::nn {
 
 namespace kc = kernels::cpu;
 
-Block::Block(ParamStore& store, Backend& backend, const ModelConfig& cfg, int64_t layer,
+Block::Block(ParamStore& store, Backend& backend, LayerBuilder& layers, const ModelConfig& cfg, int64_t layer,
              int64_t max_B, int64_t max_T)
     : C_(cfg.d_model) {
   const int64_t rows = max_B * max_T, hd = cfg.head_dim(), H = cfg.n_heads, KVH = cfg.kv_heads();
@@ -19,28 +19,29 @@ Block::Block(ParamStore& store, Backend& backend, const ModelConfig& cfg, int64_
   const std::string L = std::to_string(layer);
   if (cfg.family == Family::kGpt2) {
     const std::string p = "transformer.h." + L;
-    norm1_ = std::make_unique<Norm>(store, backend, rows, C_, cfg.family, p + ".ln_1", cfg.norm_eps);
+    norm1_ = layers.norm(store, backend, rows, C_, cfg.family, p + ".ln_1", cfg.norm_eps);
     attn_ = std::make_unique<Attention>(
-        store, backend, cfg, max_B, max_T,
-        std::vector<Linear::Piece>{{p + ".attn.c_attn.weight", p + ".attn.c_attn.bias", (H + 2 * KVH) * hd}},
+        store, backend, layers, cfg, max_B, max_T,
+        std::vector<Linear::Piece>{
+            {p + ".attn.c_attn.weight", p + ".attn.c_attn.bias", (H + 2 * KVH) * hd, {H * hd, KVH * hd, KVH * hd}}},
         Linear::Piece{p + ".attn.c_proj.weight", p + ".attn.c_proj.bias", C_}, proj_std, layer);
-    norm2_ = std::make_unique<Norm>(store, backend, rows, C_, cfg.family, p + ".ln_2", cfg.norm_eps);
+    norm2_ = layers.norm(store, backend, rows, C_, cfg.family, p + ".ln_2", cfg.norm_eps);
     if (!cfg.is_moe_layer(layer))
-      ffn_ = std::make_unique<Mlp>(store, backend, cfg, rows,
+      ffn_ = std::make_unique<Mlp>(store, backend, layers, cfg, rows,
                                    std::vector<Linear::Piece>{{p + ".mlp.c_fc.weight", p + ".mlp.c_fc.bias", cfg.ffn_dim()}},
                                    Linear::Piece{p + ".mlp.c_proj.weight", p + ".mlp.c_proj.bias", C_}, proj_std);
   } else {
     const std::string p = "model.layers." + L;
-    norm1_ = std::make_unique<Norm>(store, backend, rows, C_, cfg.family, p + ".input_layernorm", cfg.norm_eps);
-    attn_ = std::make_unique<Attention>(store, backend, cfg, max_B, max_T,
+    norm1_ = layers.norm(store, backend, rows, C_, cfg.family, p + ".input_layernorm", cfg.norm_eps);
+    attn_ = std::make_unique<Attention>(store, backend, layers, cfg, max_B, max_T,
                                         std::vector<Linear::Piece>{{p + ".self_attn.q_proj.weight", "", H * hd},
                                                                    {p + ".self_attn.k_proj.weight", "", KVH * hd},
                                                                    {p + ".self_attn.v_proj.weight", "", KVH * hd}},
                                         Linear::Piece{p + ".self_attn.o_proj.weight", "", C_}, proj_std, layer);
-    norm2_ = std::make_unique<Norm>(store, backend, rows, C_, cfg.family, p + ".post_attention_layernorm",
+    norm2_ = layers.norm(store, backend, rows, C_, cfg.family, p + ".post_attention_layernorm",
                                     cfg.norm_eps);
     if (!cfg.is_moe_layer(layer))
-      ffn_ = std::make_unique<Mlp>(store, backend, cfg, rows,
+      ffn_ = std::make_unique<Mlp>(store, backend, layers, cfg, rows,
                                    std::vector<Linear::Piece>{{p + ".mlp.gate_proj.weight", "", cfg.ffn_dim()},
                                                               {p + ".mlp.up_proj.weight", "", cfg.ffn_dim()}},
                                    Linear::Piece{p + ".mlp.down_proj.weight", "", C_}, proj_std);
@@ -49,9 +50,11 @@ Block::Block(ParamStore& store, Backend& backend, const ModelConfig& cfg, int64_
     auto moe = std::make_unique<Moe>(
         store, backend, cfg, rows,
         cfg.family == Family::kGpt2 ? "transformer.h." + L + ".mlp" : "model.layers." + L + ".block_sparse_moe",
-        proj_std);
+        proj_std, layers.dispatcher(cfg.moe_experts));
     moe_ = moe.get();
     ffn_ = std::move(moe);
+    ffn_gather_ = layers.region(Region::kGather, backend, rows, C_);
+    ffn_scatter_ = layers.region(Region::kScatter, backend, rows, C_);
   }
   const size_t bytes = size_t(rows * C_) * sizeof(float);
   res1_ = Buffer(backend, bytes);
@@ -60,24 +63,31 @@ Block::Block(ParamStore& store, Backend& backend, const ModelConfig& cfg, int64_
   dx_ = Buffer(backend, bytes);
 }
 
+// x holds this rank's rows of the residual stream (all rows without sequence parallelism).
 Tensor Block::forward(const Pass& pass, Tensor x) {
-  const int64_t n = pass.rows() * C_;
+  const int64_t rows = x.shape[0], n = rows * C_;
   Tensor a = attn_->forward(pass, norm1_->forward(pass, x));
   CASTOR_KERNEL_CHECK(kc::add(res1_.f32(), x.f32(), a.f32(), n));
-  Tensor r1 = rows_view(res1_.f32(), pass.rows(), C_);
-  Tensor m = ffn_->forward(pass, norm2_->forward(pass, r1));
+  Tensor r1 = rows_view(res1_.f32(), rows, C_);
+  Tensor h = norm2_->forward(pass, r1);
+  if (ffn_gather_) h = ffn_gather_->forward(pass, h);
+  Tensor m = ffn_->forward(pass, h);
+  if (ffn_scatter_) m = ffn_scatter_->forward(pass, m);
   CASTOR_KERNEL_CHECK(kc::add(res2_.f32(), res1_.f32(), m.f32(), n));
-  return rows_view(res2_.f32(), pass.rows(), C_);
+  return rows_view(res2_.f32(), rows, C_);
 }
 
 Tensor Block::backward(const Pass& pass, Tensor dy) {
-  const int64_t n = pass.rows() * C_;
-  Tensor dn2 = norm2_->backward(pass, ffn_->backward(pass, dy));
+  const int64_t rows = dy.shape[0], n = rows * C_;
+  Tensor dm = ffn_scatter_ ? ffn_scatter_->backward(pass, dy) : dy;
+  dm = ffn_->backward(pass, dm);
+  if (ffn_gather_) dm = ffn_gather_->backward(pass, dm);
+  Tensor dn2 = norm2_->backward(pass, dm);
   CASTOR_KERNEL_CHECK(kc::add(dres1_.f32(), dy.f32(), dn2.f32(), n));
-  Tensor dr1 = rows_view(dres1_.f32(), pass.rows(), C_);
+  Tensor dr1 = rows_view(dres1_.f32(), rows, C_);
   Tensor dn1 = norm1_->backward(pass, attn_->backward(pass, dr1));
   CASTOR_KERNEL_CHECK(kc::add(dx_.f32(), dres1_.f32(), dn1.f32(), n));
-  return rows_view(dx_.f32(), pass.rows(), C_);
+  return rows_view(dx_.f32(), rows, C_);
 }
 
 }  // namespace castor::nn

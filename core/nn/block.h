@@ -2,6 +2,9 @@
 // feed-forward is a dense Mlp or, in MoE layers (ModelConfig::is_moe_layer), a Moe.
 // Parameter names follow Hugging Face: transformer.h.{i}.* (gpt2) or model.layers.{i}.*
 // (llama), so export is a renaming only (our Linear weights are stored (out, in)).
+// The builder decides the split over tensor-parallel ranks. An MoE layer runs on every row
+// of the pass (kGather/kScatter regions around it under sequence parallelism): its experts
+// are not split by tp, and its router sees exactly the single-device batch.
 #pragma once
 #include <memory>
 
@@ -14,17 +17,18 @@ namespace castor::nn {
 
 class Block final : public Module {
  public:
-  Block(ParamStore& store, Backend& backend, const ModelConfig& cfg, int64_t layer, int64_t max_B,
-        int64_t max_T);
+  Block(ParamStore& store, Backend& backend, LayerBuilder& layers, const ModelConfig& cfg, int64_t layer,
+        int64_t max_B, int64_t max_T);
   Tensor forward(const Pass& pass, Tensor x) override;
   Tensor backward(const Pass& pass, Tensor dy) override;
   const Moe* moe() const { return moe_; }  // nullptr in dense layers
 
  private:
   int64_t C_;
-  std::unique_ptr<Norm> norm1_, norm2_;
+  std::unique_ptr<Module> norm1_, norm2_;
   std::unique_ptr<Attention> attn_;
   std::unique_ptr<Module> ffn_;
+  std::unique_ptr<Module> ffn_gather_, ffn_scatter_;  // MoE layers: every row in, this rank's rows out
   Moe* moe_ = nullptr;
   Buffer res1_, res2_, dres1_, dx_;
 };

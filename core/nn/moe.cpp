@@ -59,7 +59,9 @@ Moe::Moe(ParamStore& store, Backend& backend, const ModelConfig& cfg, int64_t ma
       dispatcher_(dispatcher ? std::move(dispatcher) : std::make_unique<LocalDispatcher>(cfg.moe_experts)) {
   const float std = cfg.init_std;
   router_ = store.add(prefix + (swiglu_ ? ".gate.weight" : ".router.weight"), {E_, C_}, Init::normal(std), true);
-  for (int64_t e = 0; e < E_; ++e) {
+  // Expert parallelism: this process holds the dispatcher's local experts only.
+  const int64_t first = dispatcher_->first_local_expert();
+  for (int64_t e = first; e < first + dispatcher_->local_experts(); ++e) {
     const std::string p = prefix + ".experts." + std::to_string(e);
     if (swiglu_) {  // w1 (gate) and w3 (up) back to back: one (2F, C) matrix
       up_w_.push_back(store.add(p + ".w1.weight", {F_, C_}, Init::normal(std), true));
@@ -75,12 +77,12 @@ Moe::Moe(ParamStore& store, Backend& backend, const ModelConfig& cfg, int64_t ma
   if (cfg.moe_shared_expert) {
     const std::string p = prefix + ".shared_expert";
     if (swiglu_) {
-      shared_ = std::make_unique<Mlp>(store, backend, cfg, max_rows,
+      shared_ = std::make_unique<Mlp>(store, backend, single_device(), cfg, max_rows,
                                       std::vector<Linear::Piece>{{p + ".gate_proj.weight", "", F_},
                                                                  {p + ".up_proj.weight", "", F_}},
                                       Linear::Piece{p + ".down_proj.weight", "", C_}, down_init_std);
     } else {
-      shared_ = std::make_unique<Mlp>(store, backend, cfg, max_rows,
+      shared_ = std::make_unique<Mlp>(store, backend, single_device(), cfg, max_rows,
                                       std::vector<Linear::Piece>{{p + ".c_fc.weight", p + ".c_fc.bias", F_}},
                                       Linear::Piece{p + ".c_proj.weight", p + ".c_proj.bias", C_}, down_init_std);
     }

@@ -18,8 +18,8 @@ Norm::Norm(ParamStore& store, Backend& backend, int64_t max_rows, int64_t C, Fam
   rstd_ = Buffer(backend, size_t(max_rows) * sizeof(float));
 }
 
-Tensor Norm::forward(const Pass& pass, Tensor x) {
-  const int64_t N = pass.rows();
+Tensor Norm::forward(const Pass&, Tensor x) {
+  const int64_t N = x.shape[0];  // this rank's rows under sequence parallelism
   x_ = x.f32();
   if (layer_norm_) {
     CASTOR_KERNEL_CHECK(kc::layernorm_forward(y_.f32(), mean_.f32(), rstd_.f32(), x_, weight_->w,
@@ -30,8 +30,8 @@ Tensor Norm::forward(const Pass& pass, Tensor x) {
   return rows_view(y_.f32(), N, C_);
 }
 
-Tensor Norm::backward(const Pass& pass, Tensor dy) {
-  const int64_t N = pass.rows();
+Tensor Norm::backward(const Pass&, Tensor dy) {
+  const int64_t N = dy.shape[0];
   if (layer_norm_) {
     CASTOR_KERNEL_CHECK(kc::layernorm_backward(dx_.f32(), weight_->g, bias_->g, dy.f32(), x_,
                                                weight_->w, mean_.f32(), rstd_.f32(), N, C_));

@@ -17,6 +17,8 @@ class TokenDispatcher {
   // expert: (N, k) chosen experts per token; capacity < 0: dropless.
   virtual void plan(const int32_t* expert, int64_t N, int64_t k, int64_t capacity) = 0;
   virtual int64_t local_experts() const = 0;
+  // The global index of local expert 0 (this process holds [first, first + local_experts())).
+  virtual int64_t first_local_expert() const { return 0; }
   // Rows of dispatch()'s output: local expert e owns [offsets[e], offsets[e + 1]).
   virtual const std::vector<int64_t>& expert_offsets() const = 0;
   virtual int64_t dropped() const = 0;  // assignments dropped by the capacity (this process)

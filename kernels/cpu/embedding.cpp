@@ -27,13 +27,23 @@ Status check_args(const void* a, const void* b, const int32_t* ids, int64_t N, i
 }  // namespace
 
 Status embedding_forward(float* out, const int32_t* ids, const float* wte, const float* wpe,
-                         int64_t N, int64_t T, int64_t C, int64_t V) {
+                         int64_t N, int64_t T, int64_t C, int64_t V, int64_t v_begin, int64_t v_count) {
   if (Status s = check_args(out, wte, ids, N, T, C, V); s != Status::kOk) return s;
+  if (v_count < 0) v_count = V;
+  if (v_begin < 0 || v_begin + v_count > V) return Status::kInvalidArgument;
   if (N == 0 || C == 0) return Status::kOk;
 #pragma omp parallel for schedule(static) if (N * C >= kParallelMin)
   for (int64_t n = 0; n < N; ++n) {
     float* o = out + n * C;
-    const float* e = wte + int64_t(ids[n]) * C;
+    const int64_t id = int64_t(ids[n]) - v_begin;
+    if (id < 0 || id >= v_count) {  // another rank's vocabulary
+      if (wpe != nullptr)
+        std::copy(wpe + (n % T) * C, wpe + (n % T) * C + C, o);
+      else
+        std::fill(o, o + C, 0.0f);
+      continue;
+    }
+    const float* e = wte + id * C;
     if (wpe != nullptr) {
       const float* p = wpe + (n % T) * C;
 #pragma omp simd
@@ -46,8 +56,10 @@ Status embedding_forward(float* out, const int32_t* ids, const float* wte, const
 }
 
 Status embedding_backward(float* dwte, float* dwpe, const float* dout, const int32_t* ids,
-                          int64_t N, int64_t T, int64_t C, int64_t V) {
+                          int64_t N, int64_t T, int64_t C, int64_t V, int64_t v_begin, int64_t v_count) {
   if (Status s = check_args(dwte, dout, ids, N, T, C, V); s != Status::kOk) return s;
+  if (v_count < 0) v_count = V;
+  if (v_begin < 0 || v_begin + v_count > V) return Status::kInvalidArgument;
   if (N == 0 || C == 0) return Status::kOk;
   const int64_t blocks = (C + kColBlock - 1) / kColBlock;
 #pragma omp parallel for schedule(static) if (N * C >= kParallelMin)
@@ -55,7 +67,9 @@ Status embedding_backward(float* dwte, float* dwpe, const float* dout, const int
     const int64_t c0 = blk * kColBlock;
     const int64_t w = std::min(kColBlock, C - c0);
     for (int64_t n = 0; n < N; ++n) {
-      float* d = dwte + int64_t(ids[n]) * C + c0;
+      const int64_t id = int64_t(ids[n]) - v_begin;
+      if (id < 0 || id >= v_count) continue;
+      float* d = dwte + id * C + c0;
       const float* g = dout + n * C + c0;
 #pragma omp simd
       for (int64_t j = 0; j < w; ++j) d[j] += g[j];

@@ -11,12 +11,17 @@
 
 namespace castor::kernels::cpu {
 
+// Vocabulary-parallel use: wte holds only rows [v_begin, v_begin + v_count) of the table
+// (v_count < 0: all V); ids outside that range look up zeros and get no gradient.
+
 // out (N, C) = wte[ids[n]] (+ wpe[n % T]). kOutOfRange if any id is outside [0, V).
 Status embedding_forward(float* out, const int32_t* ids, const float* wte, const float* wpe,
-                         int64_t N, int64_t T, int64_t C, int64_t V);
+                         int64_t N, int64_t T, int64_t C, int64_t V, int64_t v_begin = 0,
+                         int64_t v_count = -1);
 
 // kOutOfRange (and nothing written) if any id is outside [0, V).
 Status embedding_backward(float* dwte, float* dwpe, const float* dout, const int32_t* ids,
-                          int64_t N, int64_t T, int64_t C, int64_t V);
+                          int64_t N, int64_t T, int64_t C, int64_t V, int64_t v_begin = 0,
+                          int64_t v_count = -1);
 
 }  // namespace castor::kernels::cpu

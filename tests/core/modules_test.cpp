@@ -95,7 +95,7 @@ TEST_P(ModuleGrad, Norm) {
 TEST_P(ModuleGrad, Attention) {
   const ModelConfig& c = c_;
   const int64_t hd = c.head_dim();
-  nn::Attention attn(store_, *be_, c, 2, 8,
+  nn::Attention attn(store_, *be_, nn::single_device(), c, 2, 8,
                      {{"q.weight", "", c.n_heads * hd}, {"k.weight", "", c.kv_heads() * hd}, {"v.weight", "", c.kv_heads() * hd}},
                      {"o.weight", "", c.d_model}, 0.2f);
   ready(5);
@@ -107,7 +107,7 @@ TEST_P(ModuleGrad, Mlp) {
   std::vector<nn::Linear::Piece> up;
   if (GetParam() == Family::kLlama) up = {{"gate.weight", "", c.ffn_dim()}, {"up.weight", "", c.ffn_dim()}};
   else up = {{"fc.weight", "fc.bias", c.ffn_dim()}};
-  nn::Mlp mlp(store_, *be_, c, 12, up, {"down.weight", GetParam() == Family::kLlama ? "" : "down.bias", c.d_model},
+  nn::Mlp mlp(store_, *be_, nn::single_device(), c, 12, up, {"down.weight", GetParam() == Family::kLlama ? "" : "down.bias", c.d_model},
               0.2f);
   ready(6);
   check_module(mlp, store_, {2, 6}, c.d_model, c.d_model, "mlp");
@@ -115,7 +115,7 @@ TEST_P(ModuleGrad, Mlp) {
 
 TEST_P(ModuleGrad, Block) {
   const ModelConfig& c = c_;
-  nn::Block block(store_, *be_, c, 0, 2, 8);
+  nn::Block block(store_, *be_, nn::single_device(), c, 0, 2, 8);
   ready(7);
   check_module(block, store_, {2, 8}, c.d_model, c.d_model, "block");
 }

@@ -82,7 +82,7 @@ void expect_same(const Tokens& t, int64_t E, int64_t capacity, const char* what)
   MpiComm w(MPI_COMM_WORLD, "ep");
   AllToAllDispatcher a2a(w, E);
   nn::LocalDispatcher local(E);
-  const Result got = run(a2a, t, capacity, a2a.first_expert(), false);
+  const Result got = run(a2a, t, capacity, a2a.first_local_expert(), false);
   const Result want = run(local, t, capacity, 0, false);
   EXPECT_EQ(got.y, want.y) << what << " (rank " << w.rank() << ")";
   EXPECT_EQ(got.dx, want.dx) << what;
@@ -113,7 +113,7 @@ TEST(AllToAllDispatcher, IdentityExpertsReturnTheInput) {
   const int64_t E = 2 * w.size();
   const Tokens t = make_tokens(29, 0, E, 50 + uint64_t(w.rank()));
   AllToAllDispatcher a2a(w, E);
-  const Result r = run(a2a, t, -1, a2a.first_expert(), true);
+  const Result r = run(a2a, t, -1, a2a.first_local_expert(), true);
   for (size_t i = 0; i < t.x.size(); ++i) ASSERT_NEAR(r.y[i], t.x[i], 1e-6f * (1.0f + std::fabs(t.x[i]))) << i;
   for (size_t i = 0; i < t.dy.size(); ++i) ASSERT_NEAR(r.dx[i], t.dy[i], 1e-6f * (1.0f + std::fabs(t.dy[i]))) << i;
 }

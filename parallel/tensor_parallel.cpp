@@ -1,0 +1,321 @@
+// TensorParallel (see tensor_parallel.h): regions, column/row-parallel linears, norms whose
+// gradients are summed over tp under sequence parallelism, the vocabulary-parallel head.
+#include "parallel/tensor_parallel.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "core/nn/norm.h"
+#include "kernels/cpu/elementwise.h"
+#include "kernels/cpu/gemm.h"
+#include "kernels/cpu/vec_math.h"
+#include "parallel/all_to_all_dispatcher.h"
+
+namespace castor::parallel {
+
+namespace kc = kernels::cpu;
+using nn::Pass;
+using nn::Region;
+using nn::rows_view;
+
+namespace {
+
+// One region of nn::Region, over this rank's buffers. All-reduces work in place on the
+// tensor they are given (the output buffer of the layer next to the region).
+class TpRegion final : public nn::Module {
+ public:
+  TpRegion(Region kind, Communicator& tp, bool sp, Backend& backend, int64_t max_rows, int64_t C)
+      : kind_(kind), tp_(tp), sp_(sp), C_(C) {
+    if (sp_) buf_ = Buffer(backend, size_t(max_rows * C) * sizeof(float));
+  }
+
+  Tensor forward(const Pass&, Tensor x) override {
+    switch (kind_) {
+      case Region::kEnter: return sp_ ? gather(x) : x;
+      case Region::kExit: return sp_ ? reduce_scatter(x) : all_reduce(x);
+      case Region::kReduce: return all_reduce(x);
+      case Region::kGather: return sp_ ? gather(x) : x;
+      case Region::kScatter: return sp_ ? own_rows(x) : x;
+    }
+    return x;
+  }
+  Tensor backward(const Pass&, Tensor dy) override {
+    switch (kind_) {
+      case Region::kEnter: return sp_ ? reduce_scatter(dy) : all_reduce(dy);
+      case Region::kExit: return sp_ ? gather(dy) : dy;
+      case Region::kReduce: return dy;
+      case Region::kGather: return sp_ ? own_rows(dy) : dy;
+      case Region::kScatter: return sp_ ? gather(dy) : dy;
+    }
+    return dy;
+  }
+
+ private:
+  int64_t split(int64_t rows) const {
+    CASTOR_CHECK(rows % tp_.size() == 0, "sequence parallelism: ", rows, " token rows do not split over ", tp_.size(),
+                 " tensor-parallel ranks");
+    return rows / tp_.size();
+  }
+  Tensor all_reduce(Tensor x) {
+    tp_.all_reduce(x.f32(), size_t(x.numel()), ReduceOp::kSum);
+    return x;
+  }
+  Tensor gather(Tensor x) {
+    const int64_t rows = x.shape[0];
+    tp_.all_gather(x.f32(), buf_.f32(), size_t(rows * C_));
+    return rows_view(buf_.f32(), rows * tp_.size(), C_);
+  }
+  Tensor reduce_scatter(Tensor x) {
+    const int64_t mine = split(x.shape[0]);
+    tp_.reduce_scatter(x.f32(), buf_.f32(), size_t(mine * C_), ReduceOp::kSum);
+    return rows_view(buf_.f32(), mine, C_);
+  }
+  Tensor own_rows(Tensor x) {
+    const int64_t mine = split(x.shape[0]);
+    return rows_view(x.f32() + tp_.rank() * mine * C_, mine, C_);
+  }
+
+  Region kind_;
+  Communicator& tp_;
+  bool sp_;
+  int64_t C_;
+  Buffer buf_;
+};
+
+// Gradients of params replicated over tp but computed from this rank's rows alone: each
+// backward's contribution is formed apart, summed over tp, then accumulated.
+class SummedGrads {
+ public:
+  SummedGrads(Communicator& tp, std::vector<Param*> params) : tp_(tp), params_(std::move(params)) {}
+  // Runs fn (which accumulates into the params' gradients) with the gradients redirected.
+  template <typename F>
+  auto run(F&& fn) {
+    size_t n = 0;
+    for (Param* p : params_) n += size_t(p->numel());
+    scratch_.assign(n, 0.0f);
+    std::vector<float*> saved;
+    float* at = scratch_.data();
+    for (Param* p : params_) {
+      saved.push_back(p->g);
+      p->g = at;
+      at += p->numel();
+    }
+    auto result = fn();
+    for (size_t i = 0; i < params_.size(); ++i) params_[i]->g = saved[i];
+    tp_.all_reduce(scratch_.data(), n, ReduceOp::kSum);
+    at = scratch_.data();
+    for (Param* p : params_) {
+      CASTOR_KERNEL_CHECK(kc::add(p->g, p->g, at, p->numel()));
+      at += p->numel();
+    }
+    return result;
+  }
+
+ private:
+  Communicator& tp_;
+  std::vector<Param*> params_;
+  std::vector<float> scratch_;
+};
+
+// The params registered since `first` (their pointers stay valid: the store is a deque).
+std::vector<Param*> registered_since(ParamStore& store, size_t first) {
+  std::vector<Param*> out;
+  for (size_t i = first; i < store.params().size(); ++i) out.push_back(&store.params()[i]);
+  return out;
+}
+
+class SummedGradNorm final : public nn::Module {
+ public:
+  SummedGradNorm(std::unique_ptr<nn::Module> inner, SummedGrads grads)
+      : inner_(std::move(inner)), grads_(std::move(grads)) {}
+  Tensor forward(const Pass& pass, Tensor x) override { return inner_->forward(pass, x); }
+  Tensor backward(const Pass& pass, Tensor dy) override {
+    return grads_.run([&] { return inner_->backward(pass, dy); });
+  }
+
+ private:
+  std::unique_ptr<nn::Module> inner_;
+  SummedGrads grads_;
+};
+
+class ColumnParallelLinear final : public nn::LinearLayer {
+ public:
+  ColumnParallelLinear(std::unique_ptr<nn::Module> enter, std::unique_ptr<nn::Linear> linear)
+      : enter_(std::move(enter)), linear_(std::move(linear)) {}
+  Tensor forward(const Pass& pass, Tensor x) override { return linear_->forward(pass, enter_->forward(pass, x)); }
+  Tensor backward(const Pass& pass, Tensor dy) override { return enter_->backward(pass, linear_->backward(pass, dy)); }
+  int64_t in_features() const override { return linear_->in_features(); }
+  int64_t out_features() const override { return linear_->out_features(); }
+
+ private:
+  std::unique_ptr<nn::Module> enter_;
+  std::unique_ptr<nn::Linear> linear_;
+};
+
+class RowParallelLinear final : public nn::LinearLayer {
+ public:
+  RowParallelLinear(std::unique_ptr<nn::Linear> linear, std::unique_ptr<nn::Module> exit, Param* bias,
+                    Communicator& tp, bool sp)
+      : linear_(std::move(linear)), exit_(std::move(exit)), bias_(bias), sp_(sp), bias_grads_(tp, {bias}) {}
+  Tensor forward(const Pass& pass, Tensor x) override {
+    Tensor y = exit_->forward(pass, linear_->forward(pass, x));
+    if (bias_) CASTOR_KERNEL_CHECK(kc::bias_add_rows(y.f32(), bias_->w, y.shape[0], bias_->numel()));
+    return y;
+  }
+  Tensor backward(const Pass& pass, Tensor dy) override {
+    if (bias_) {
+      auto grad = [&] {
+        return kc::bias_grad_accumulate(bias_->g, dy.f32(), dy.shape[0], bias_->numel());
+      };
+      CASTOR_KERNEL_CHECK(sp_ ? bias_grads_.run(grad) : grad());  // SP: this rank's rows only
+    }
+    return linear_->backward(pass, exit_->backward(pass, dy));
+  }
+  int64_t in_features() const override { return linear_->in_features(); }
+  int64_t out_features() const override { return linear_->out_features(); }
+
+ private:
+  std::unique_ptr<nn::Linear> linear_;
+  std::unique_ptr<nn::Module> exit_;
+  Param* bias_;
+  bool sp_;
+  SummedGrads bias_grads_;
+};
+
+// LM head + cross-entropy over this rank's V/tp vocabulary rows, a chunk of rows at a time:
+// local logits, then the row maxima (max over ranks), then the shifted exponential sums and
+// the target logits (summed over ranks, in double), then probabilities and gradients.
+class VocabParallelHead final : public nn::VocabHead {
+ public:
+  VocabParallelHead(Communicator& tp, int64_t chunk_rows, int64_t C, int64_t V)
+      : tp_(tp), chunk_(chunk_rows), C_(C), Vl_(V / tp.size()), v0_(tp.rank() * (V / tp.size())) {
+    logits_.resize(size_t(chunk_ * Vl_));
+    max_.resize(size_t(chunk_));
+    sums_.resize(size_t(2 * chunk_));
+  }
+
+  kc::XentResult xent(const float* h, const float* w, const int32_t* targets, int64_t N, float* dh, float* dw,
+                      const float* row_scale, double* row_losses) override {
+    kc::XentResult result;
+    const bool backward = dh != nullptr;
+    float* logits = logits_.data();
+    for (int64_t c0 = 0; c0 < N; c0 += chunk_) {
+      const int64_t rows = std::min(chunk_, N - c0);
+      const int32_t* tc = targets + c0;
+      CASTOR_KERNEL_CHECK(kc::gemm(false, true, rows, Vl_, C_, 1.0f, h + c0 * C_, C_, w, C_, 0.0f, logits, Vl_));
+      for (int64_t r = 0; r < rows; ++r) max_[size_t(r)] = kc::vec::row_max(logits + r * Vl_, Vl_);
+      tp_.all_reduce(max_.data(), size_t(rows), ReduceOp::kMax);
+#pragma omp parallel for schedule(static)
+      for (int64_t r = 0; r < rows; ++r) {
+        float* row = logits + r * Vl_;
+        const int64_t t = int64_t(tc[r]) - v0_;
+        const bool mine = t >= 0 && t < Vl_;
+        sums_[size_t(2 * r + 1)] = mine ? double(row[t]) : 0.0;
+        sums_[size_t(2 * r)] = tc[r] < 0 ? 0.0 : double(kc::vec::exp_shift_sum(row, Vl_, max_[size_t(r)]));
+      }
+      tp_.all_reduce(sums_.data(), size_t(2 * rows), ReduceOp::kSum);
+      for (int64_t r = 0; r < rows; ++r) {
+        double loss = 0.0;
+        if (tc[r] >= 0) {
+          loss = double(max_[size_t(r)]) + std::log(sums_[size_t(2 * r)]) - sums_[size_t(2 * r + 1)];
+          result.loss_sum += loss;
+          result.count += 1;
+        }
+        if (row_losses) row_losses[c0 + r] = loss;
+      }
+      if (!backward) continue;
+#pragma omp parallel for schedule(static)
+      for (int64_t r = 0; r < rows; ++r) {  // dlogits = scale * (p - onehot(t)) on this rank's columns
+        float* row = logits + r * Vl_;
+        if (tc[r] < 0) {
+          std::memset(row, 0, size_t(Vl_) * sizeof(float));
+          continue;
+        }
+        const float g = row_scale ? row_scale[c0 + r] : 1.0f;
+        const float k = float(double(g) / sums_[size_t(2 * r)]);
+        for (int64_t j = 0; j < Vl_; ++j) row[j] *= k;
+        const int64_t t = int64_t(tc[r]) - v0_;
+        if (t >= 0 && t < Vl_) row[t] -= g;
+      }
+      CASTOR_KERNEL_CHECK(kc::gemm(false, false, rows, C_, Vl_, 1.0f, logits, Vl_, w, C_, 0.0f, dh + c0 * C_, C_));
+      CASTOR_KERNEL_CHECK(kc::gemm(true, false, Vl_, C_, rows, 1.0f, logits, Vl_, h + c0 * C_, C_, 1.0f, dw, C_));
+    }
+    return result;
+  }
+
+ private:
+  Communicator& tp_;
+  int64_t chunk_, C_, Vl_, v0_;
+  std::vector<float> logits_, max_;
+  std::vector<double> sums_;  // per row: sum of exp(logit - max), target logit
+};
+
+}  // namespace
+
+TensorParallel::TensorParallel(Communicator& tp, bool sequence_parallel, Communicator* ep)
+    : tp_(tp), sp_(sequence_parallel), ep_(ep) {}
+
+std::unique_ptr<nn::LinearLayer> TensorParallel::column(ParamStore& store, Backend& backend, int64_t max_rows,
+                                                        int64_t in, const std::vector<nn::Linear::Piece>& pieces,
+                                                        float init_std) {
+  const nn::Linear::Split split{nn::Linear::Split::Dim::kOut, tp_.rank(), tp_.size()};
+  return std::make_unique<ColumnParallelLinear>(region(Region::kEnter, backend, max_rows, in),
+                                                std::make_unique<nn::Linear>(store, backend, max_rows, in, pieces,
+                                                                             init_std, split));
+}
+
+std::unique_ptr<nn::LinearLayer> TensorParallel::row(ParamStore& store, Backend& backend, int64_t max_rows, int64_t in,
+                                                     const nn::Linear::Piece& piece, float init_std) {
+  const nn::Linear::Split split{nn::Linear::Split::Dim::kIn, tp_.rank(), tp_.size()};
+  nn::Linear::Piece weight = piece;
+  weight.bias_name.clear();
+  auto linear = std::make_unique<nn::Linear>(store, backend, max_rows, in, std::vector<nn::Linear::Piece>{weight},
+                                             init_std, split);
+  Param* bias = piece.bias_name.empty() ? nullptr : store.add(piece.bias_name, {piece.out}, Init::zeros(), false);
+  return std::make_unique<RowParallelLinear>(std::move(linear), region(Region::kExit, backend, max_rows, piece.out),
+                                             bias, tp_, sp_);
+}
+
+std::unique_ptr<nn::Module> TensorParallel::norm(ParamStore& store, Backend& backend, int64_t max_rows, int64_t C,
+                                                 Family family, const std::string& prefix, float eps) {
+  const size_t first = store.params().size();
+  auto inner = std::make_unique<nn::Norm>(store, backend, max_rows, C, family, prefix, eps);
+  if (!sp_) return inner;  // every rank normalises every row: gradients already agree
+  return std::make_unique<SummedGradNorm>(std::move(inner), SummedGrads(tp_, registered_since(store, first)));
+}
+
+std::unique_ptr<nn::Module> TensorParallel::region(Region kind, Backend& backend, int64_t max_rows, int64_t C) {
+  return std::make_unique<TpRegion>(kind, tp_, sp_, backend, max_rows, C);
+}
+
+ParamShard TensorParallel::vocab_shard() const { return {0, tp_.rank(), tp_.size(), {}}; }
+
+std::unique_ptr<nn::VocabHead> TensorParallel::vocab_head(Backend&, int64_t chunk_rows, int64_t C, int64_t V) {
+  return std::make_unique<VocabParallelHead>(tp_, chunk_rows, C, V);
+}
+
+std::unique_ptr<nn::TokenDispatcher> TensorParallel::dispatcher(int64_t experts) {
+  if (ep_ && ep_->size() > 1) return std::make_unique<AllToAllDispatcher>(*ep_, experts);
+  return std::make_unique<nn::LocalDispatcher>(experts);
+}
+
+void TensorParallel::check_layout(const ModelConfig& cfg, int tp, bool sequence_parallel, int64_t micro_batch,
+                                  int64_t seq_len) {
+  auto divides = [&](int64_t n, const char* what) {
+    CASTOR_CHECK(n % tp == 0, "--parallel.tp ", tp, " does not divide ", what, " (", n, ")");
+  };
+  divides(cfg.n_heads, "--model.n_heads");
+  divides(cfg.kv_heads(), "--model.n_kv_heads");
+  divides(cfg.ffn_dim(), "--model.d_ff");
+  if (cfg.vocab_size % tp != 0) {
+    const int64_t multiple = 64 * tp, padded = (cfg.vocab_size + multiple - 1) / multiple * multiple;
+    CASTOR_FAIL("--parallel.tp ", tp, " does not divide the vocabulary (", cfg.vocab_size,
+                " rows): pad it, e.g. --model.vocab_size ", padded);
+  }
+  if (sequence_parallel)
+    CASTOR_CHECK(micro_batch * seq_len % tp == 0, "--parallel.sequence_parallel: --parallel.tp ", tp,
+                 " does not divide the ", micro_batch * seq_len, " token rows of a micro-batch (micro_batch x seq_len)");
+}
+
+}  // namespace castor::parallel

@@ -1,0 +1,54 @@
+// Tensor parallelism (Megatron-style) as a LayerBuilder: the model's code stays the
+// single-device code and receives layers split over the tp group.
+//   column-parallel linear: kEnter region, then this rank's output features;
+//   row-parallel linear: this rank's input features, kExit region, then the bias;
+//   vocabulary-parallel embedding table and LM head: this rank's rows of the vocabulary,
+//   the head's softmax normalised with a max and a sum over ranks (no rank forms the full
+//   logits).
+// With sequence parallelism the norm and residual regions hold a contiguous block of the
+// pass's B*T token rows per rank, all-gathers and reduce-scatters replace the all-reduces,
+// and the norms' (and row-parallel biases') weight gradients, computed on a block of rows,
+// are summed over tp as they are produced. Everything else replicated over tp (positions,
+// adapters, multimodal heads, MoE layers) runs on every row, so its gradients agree.
+#pragma once
+#include <memory>
+#include <string>
+
+#include "core/communicator.h"
+#include "core/nn/layer_builder.h"
+
+namespace castor::parallel {
+
+class TensorParallel final : public nn::LayerBuilder {
+ public:
+  // tp: the tensor-parallel group. ep (may be nullptr or of size 1): the expert-parallel
+  // group the MoE layers' dispatchers exchange tokens over.
+  TensorParallel(Communicator& tp, bool sequence_parallel, Communicator* ep = nullptr);
+
+  int tp_size() const override { return tp_.size(); }
+  int tp_rank() const override { return tp_.rank(); }
+  bool sequence_parallel() const override { return sp_; }
+  std::unique_ptr<nn::LinearLayer> column(ParamStore& store, Backend& backend, int64_t max_rows, int64_t in,
+                                          const std::vector<nn::Linear::Piece>& pieces, float init_std) override;
+  std::unique_ptr<nn::LinearLayer> row(ParamStore& store, Backend& backend, int64_t max_rows, int64_t in,
+                                       const nn::Linear::Piece& piece, float init_std) override;
+  std::unique_ptr<nn::Module> norm(ParamStore& store, Backend& backend, int64_t max_rows, int64_t C, Family family,
+                                   const std::string& prefix, float eps) override;
+  std::unique_ptr<nn::Module> region(nn::Region kind, Backend& backend, int64_t max_rows, int64_t C) override;
+  ParamShard vocab_shard() const override;
+  std::unique_ptr<nn::VocabHead> vocab_head(Backend& backend, int64_t chunk_rows, int64_t C, int64_t V) override;
+  std::unique_ptr<nn::TokenDispatcher> dispatcher(int64_t experts) override;
+
+  // The checks a model config and batch must pass for this split, as one-line errors naming
+  // the option: tp divides the heads, the key/value heads, d_ff and the vocabulary; under
+  // sequence parallelism also the B*T rows of a micro-batch.
+  static void check_layout(const ModelConfig& cfg, int tp, bool sequence_parallel, int64_t micro_batch,
+                           int64_t seq_len);
+
+ private:
+  Communicator& tp_;
+  bool sp_;
+  Communicator* ep_;
+};
+
+}  // namespace castor::parallel
