@@ -38,11 +38,13 @@ Transformer::Transformer(const ModelConfig& cfg, ParamStore& store, Backend& bac
   if (gpt2) wpe_ = store.add("transformer.wpe.weight", {cfg.max_seq_len, C}, Init::normal(cfg.init_std), true);
   if (cfg.multimodal()) adapters_ = std::make_unique<MediaAdapters>(store, cfg, gpt2 ? "transformer" : "model");
   for (int64_t l = 0; l < cfg.n_layers; ++l) {
-    block_offset_.push_back(store.numel());
+    const size_t first = store.params().size();
     blocks_.push_back(std::make_unique<nn::Block>(store, backend, layers, cfg, l, max_B, max_T));
+    block_first_.push_back(&store.params()[first]);
   }
-  norm_offset_ = store.numel();
+  const size_t first = store.params().size();
   norm_f_ = layers.norm(store, backend, rows, C, cfg.family, gpt2 ? "transformer.ln_f" : "model.norm", cfg.norm_eps);
+  norm_first_ = &store.params()[first];
   if (cfg.multimodal()) heads_ = std::make_unique<MultimodalHeads>(store, cfg);
   head_ = cfg.tied_embeddings()
               ? wte_
@@ -263,10 +265,10 @@ void Transformer::backward(const std::function<void(size_t)>& grads_ready) {
     CASTOR_KERNEL_CHECK(kc::add(d.f32(), d.f32(), mine.f32(), d.numel()));
   }
   d = norm_f_->backward(pass_, d);
-  ready(norm_offset_);  // final norm and the heads (their gradients came with forward)
+  ready(norm_first_->offset);  // final norm and the heads (their gradients came with forward)
   for (size_t l = blocks_.size(); l-- > 0;) {
     d = blocks_[l]->backward(pass_, d);
-    ready(block_offset_[l]);
+    ready(block_first_[l]->offset);  // a block starts with its (never expert) first norm
   }
   d = emb_reduce_->backward(pass_, emb_scatter_->backward(pass_, d));
   if (adapters_) adapters_->backward(in_, masked_in_, wpe_ ? wpe_->g : nullptr, d.f32());

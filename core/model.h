@@ -60,7 +60,8 @@ class Transformer {
   // grads_ready(offset), when given, is called as backward goes: every gradient at arena
   // offset >= offset is final (data parallelism starts reducing those buckets while the
   // rest of backward runs). Arena order is registration order: embeddings and adapters,
-  // blocks, final norm, heads; backward finishes it from the end.
+  // blocks, final norm, heads; backward finishes it from the end. (Expert params placed
+  // after all others, ParamStore::allocate, are final only when backward returns.)
   void backward(const std::function<void(size_t)>& grads_ready = nullptr);
 
   // Distillation teacher (forward only; same vocabulary), or nullptr.
@@ -117,8 +118,10 @@ class Transformer {
   std::unique_ptr<MediaAdapters> adapters_;
   std::unique_ptr<MultimodalHeads> heads_;
   std::vector<std::unique_ptr<nn::Block>> blocks_;
-  std::vector<size_t> block_offset_;  // arena offset of each block's first parameter
-  size_t norm_offset_ = 0;            // ... of the final norm's
+  // The first parameter of each block and of the final norm (their arena offsets are known
+  // once the store is allocated).
+  std::vector<const Param*> block_first_;
+  const Param* norm_first_ = nullptr;
   std::unique_ptr<nn::Module> norm_f_;
   // Regions (identity on one device): partial vocabulary embeddings summed, rows split for
   // the blocks, rows gathered for the heads; heads_rows_ takes this rank's rows of the

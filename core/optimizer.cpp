@@ -43,6 +43,9 @@ AdamW::AdamW(const OptimConfig& cfg, ParamStore& store, Backend& backend, ArenaS
                  "AdamW: shard range [", r.arena_begin, ", ", r.arena_end, ") does not fit the arena or the shard");
   m_ = Buffer(backend, shard_.elems * sizeof(float));
   v_ = Buffer(backend, shard_.elems * sizeof(float));
+  // Params in arena order too (registration order differs when experts are placed apart).
+  for (const Param& p : store.params()) by_offset_.push_back(&p);
+  std::sort(by_offset_.begin(), by_offset_.end(), [](const Param* a, const Param* b) { return a->offset < b->offset; });
 }
 
 ArenaMoments AdamW::whole_moments() const {
@@ -68,12 +71,12 @@ double AdamW::grad_norm() const { return std::sqrt(grad_sum_squares()); }
 
 template <typename F>
 void AdamW::for_each_part(F&& fn) const {
-  const auto& params = store_.params();
+  const std::vector<const Param*>& params = by_offset_;
   size_t pi = 0;  // params and ranges are both in arena order
   for (const auto& r : shard_.ranges) {
-    while (pi < params.size() && params[pi].offset + size_t(params[pi].numel()) <= r.arena_begin) ++pi;
-    for (size_t k = pi; k < params.size() && params[k].offset < r.arena_end; ++k) {
-      const Param& p = params[k];
+    while (pi < params.size() && params[pi]->offset + size_t(params[pi]->numel()) <= r.arena_begin) ++pi;
+    for (size_t k = pi; k < params.size() && params[k]->offset < r.arena_end; ++k) {
+      const Param& p = *params[k];
       const size_t begin = std::max(r.arena_begin, p.offset);
       const size_t end = std::min(r.arena_end, p.offset + size_t(p.numel()));
       if (begin < end) fn(p, r, begin, end);

@@ -74,6 +74,7 @@ class AdamW {
   void for_each_part(F&& fn) const;
   Buffer m_, v_;
   int64_t t_ = 0;
+  std::vector<const Param*> by_offset_;  // the store's params in arena order
 };
 
 }  // namespace castor

@@ -115,9 +115,27 @@ Param* ParamStore::add(std::string name, Shape shape, Init init, bool decay, Par
   return &params_.back();
 }
 
-void ParamStore::allocate(Backend& backend, size_t pad_to) {
+void ParamStore::allocate(Backend& backend, size_t pad_to, size_t expert_pad_to) {
   CASTOR_CHECK(pad_to > 0, "ParamStore::allocate: pad_to must be positive");
-  arena_elems_ = (numel_ + pad_to - 1) / pad_to * pad_to;
+  auto round_up = [](size_t n, size_t m) { return (n + m - 1) / m * m; };
+  if (expert_pad_to > 0) {  // the others in registration order, then the experts in theirs
+    size_t at = 0;
+    auto place = [&](bool expert) {
+      for (Param& p : params_) {
+        if (p.expert != expert) continue;
+        p.offset = at;
+        at += size_t(p.numel());
+      }
+    };
+    place(false);
+    expert_begin_ = round_up(at, pad_to);
+    at = expert_begin_;
+    place(true);
+    arena_elems_ = expert_begin_ + round_up(at - expert_begin_, expert_pad_to);
+  } else {
+    arena_elems_ = round_up(numel_, pad_to);
+    expert_begin_ = arena_elems_;
+  }
   weights_ = Buffer(backend, arena_elems_ * sizeof(float));
   grads_ = Buffer(backend, arena_elems_ * sizeof(float));
   for (Param& p : params_) {

@@ -40,6 +40,7 @@ struct Param {
   ParamShard shard;
   Init init;
   bool decay = false;  // weight decay applies (matrices and embeddings, not norms/biases)
+  bool expert = false; // an MoE expert's: under expert parallelism held by one ep rank
   size_t offset = 0;   // element offset into the arenas
   float* w = nullptr;  // weight view (valid after ParamStore::allocate)
   float* g = nullptr;  // gradient view
@@ -61,8 +62,10 @@ class ParamStore {
   // (fused projections rely on this). Returns a pointer that stays valid.
   Param* add(std::string name, Shape shape, Init init, bool decay, ParamShard shard = {});
   // The arenas hold numel() elements rounded up to a multiple of pad_to (ZeRO splits
-  // every gradient bucket evenly over dp ranks); the padding stays zero.
-  void allocate(Backend& backend, size_t pad_to = 1);
+  // every gradient bucket evenly over dp ranks); the padding stays zero. expert_pad_to > 0
+  // (expert parallelism, whose expert gradients are reduced over another group): the expert
+  // params follow all the others, from expert_begin(), that region padded to expert_pad_to.
+  void allocate(Backend& backend, size_t pad_to = 1, size_t expert_pad_to = 0);
   // Deterministic initialisation: each param draws from its own stream seeded by
   // (seed, name), so values do not depend on registration order or layout (a shard is
   // cut from the logical tensor).
@@ -74,6 +77,7 @@ class ParamStore {
   Param* find(const std::string& name);
   size_t numel() const { return numel_; }
   size_t arena_elems() const { return arena_elems_; }  // numel() plus padding
+  size_t expert_begin() const { return expert_begin_; }  // == arena_elems() unless experts placed apart
   float* weights() const { return weights_.f32(); }
   float* grads() const { return grads_.f32(); }
   bool allocated() const { return weights_.data() != nullptr; }
@@ -82,6 +86,7 @@ class ParamStore {
   std::deque<Param> params_;
   size_t numel_ = 0;
   size_t arena_elems_ = 0;
+  size_t expert_begin_ = 0;
   Buffer weights_, grads_;
 };
 

@@ -147,9 +147,8 @@ int train_command(const std::vector<std::string>& args) {
   // The process layout: validated before any work, with every degree in the message.
   parallel::MpiComm world(MPI_COMM_WORLD, "world", opt.parallel.timeout_s);
   const parallel::Mesh mesh({opt.parallel.tp, opt.parallel.dp, opt.parallel.pp, opt.parallel.ep}, world.size());
-  CASTOR_CHECK(mesh.shape().pp == 1 && mesh.shape().ep == 1, "layout ", mesh.shape().str(), " on ", world.size(),
-               " ranks: this version trains with data and tensor parallelism (pipeline and expert parallelism "
-               "come next); use --parallel.pp 1 --parallel.ep 1");
+  CASTOR_CHECK(mesh.shape().pp == 1, "layout ", mesh.shape().str(), " on ", world.size(),
+               " ranks: pipeline parallelism comes later; use --parallel.pp 1");
   const parallel::ProcessGroups groups = parallel::ProcessGroups::build(mesh, world);
   const int dp = mesh.shape().dp;
   const bool lead = world.rank() == 0;
@@ -172,11 +171,9 @@ int train_command(const std::vector<std::string>& args) {
                train_data.tokenizer(), ")");
   mc.validate();
   tc.validate(mc);
-  const int tp = mesh.shape().tp;
-  if (tp > 1) {
-    parallel::TensorParallel::check_layout(mc, tp, opt.parallel.sequence_parallel, tc.micro_batch, tc.seq_len);
-    CASTOR_CHECK(opt.loss.distill == 0, "--loss.distill needs the whole model on each rank: use --parallel.tp 1");
-  }
+  const int tp = mesh.shape().tp, ep = mesh.shape().ep;
+  parallel::TensorParallel::check_layout(mc, tp, ep, opt.parallel.sequence_parallel, tc.micro_batch, tc.seq_len);
+  CASTOR_CHECK(tp == 1 || opt.loss.distill == 0, "--loss.distill needs the whole model on each rank: use --parallel.tp 1");
   std::unique_ptr<io::Loader> val_data;
   if (!tc.val_data.empty()) {
     // The same windows at every evaluation (the cursor restarts in a seeded order), drawn from
@@ -191,21 +188,26 @@ int train_command(const std::vector<std::string>& args) {
 
   const int64_t B = tc.micro_batch, T = tc.seq_len;
   ParamStore store;
-  // The model's layers, split over the tensor-parallel group when there is one.
+  // The model's layers, split over the tensor-parallel group and its experts over the
+  // expert-parallel group when there are such groups.
   std::unique_ptr<nn::LayerBuilder> split;
-  if (tp > 1) split = std::make_unique<parallel::TensorParallel>(*groups.tp, opt.parallel.sequence_parallel);
+  const parallel::SplitGroups split_groups{groups.tp.get(), groups.ep.get()};
+  if (tp > 1 || ep > 1)
+    split = std::make_unique<parallel::TensorParallel>(*groups.tp, opt.parallel.sequence_parallel, groups.ep.get());
   Transformer model(mc, store, *backend, B, T, split ? *split : nn::single_device());
-  store.allocate(*backend, parallel::DataParallel::arena_pad(dp));
+  // Under ep the experts' gradients are reduced over edp: their own arena region.
+  store.allocate(*backend, parallel::DataParallel::arena_pad(dp), ep > 1 ? parallel::DataParallel::arena_pad(dp / ep) : 0);
   store.initialize(tc.seed);
   const size_t bucket_elems = std::max<size_t>(1, size_t(opt.parallel.bucket_mb * 1e6 / sizeof(float)));
-  parallel::DataParallel sync(*groups.dp, store, *backend, opt.parallel.zero, bucket_elems, groups.tp.get());
+  parallel::DataParallel sync(*groups.dp, store, *backend, opt.parallel.zero, bucket_elems,
+                              {groups.tp.get(), groups.ep.get(), groups.edp.get()});
   // Checkpoints hold whole tensors: with sharded params they go through a logical copy.
   auto load_state = [&](const std::string& path, const ArenaMoments* moments, io::TrainState* st) {
     if (!split) {
       io::load_checkpoint(path, mc, store, moments, st);
       return;
     }
-    parallel::LogicalState whole(store, *backend, moments != nullptr);
+    parallel::LogicalState whole(store, split_groups, mc.moe_experts, *backend, moments != nullptr);
     const ArenaMoments wm = whole.moments();
     io::load_checkpoint(path, mc, whole.store, moments ? &wm : nullptr, st);
     parallel::scatter_logical(whole, store, moments);
@@ -274,7 +276,8 @@ int train_command(const std::vector<std::string>& args) {
               static_cast<long long>(T), static_cast<long long>(train_data.num_images()),
               static_cast<long long>(train_data.num_audio()), train_data.tokenizer().c_str(), static_cast<long long>(B),
               static_cast<long long>(T), static_cast<long long>(tc.grad_accum), dp);
-  std::printf("layout: %s on %d ranks; %s\n", mesh.shape().str().c_str(), world.size(), sync.describe().c_str());
+  std::printf("layout: %s on %d ranks%s; %s\n", mesh.shape().str().c_str(), world.size(),
+              tp > 1 && opt.parallel.sequence_parallel ? " (sequence parallel)" : "", sync.describe().c_str());
   const parallel::StateMemory mem = sync.memory(optim);
   constexpr double kMiB = 1024.0 * 1024.0;
   std::printf("state per rank: weights %.1f MiB, gradients %.1f MiB%s, AdamW moments %.1f MiB; total %.1f MiB\n",
@@ -309,8 +312,8 @@ int train_command(const std::vector<std::string>& args) {
     const ArenaMoments moments = sync.gather_moments(optim);  // every rank joins under ZeRO
     std::optional<parallel::LogicalState> whole;
     if (split) {  // and every tp rank in the gathering of the shards
-      whole.emplace(store, *backend, true);
-      parallel::gather_logical(*groups.tp, store, &moments, *whole);
+      whole.emplace(store, split_groups, mc.moe_experts, *backend, true);
+      parallel::gather_logical(split_groups, store, &moments, *whole);
     }
     if (!lead) return;  // every rank now holds the same whole state
     state.step = step;

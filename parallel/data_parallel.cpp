@@ -11,23 +11,33 @@
 namespace castor::parallel {
 
 DataParallel::DataParallel(Communicator& dp, ParamStore& store, Backend& backend, int zero_stage,
-                           size_t bucket_elems, Communicator* tp)
-    : dp_(dp),
-      tp_(tp && tp->size() > 1 ? tp : nullptr),
-      store_(store),
-      backend_(backend),
-      stage_(dp.size() > 1 ? zero_stage : 0),
-      layout_(store.arena_elems(), bucket_elems, stage_ > 0 ? dp.size() : 1) {
+                           size_t bucket_elems, ModelGroups groups)
+    : dp_(dp), groups_(groups), store_(store), backend_(backend), stage_(dp.size() > 1 ? zero_stage : 0) {
   CASTOR_CHECK(zero_stage >= 0 && zero_stage <= 2, "--parallel.zero ", zero_stage, ": expected 0, 1 or 2");
-  CASTOR_CHECK(store.allocated() && store.arena_elems() % arena_pad(dp.size()) == 0,
+  CASTOR_CHECK(store.allocated() && store.expert_begin() % arena_pad(dp.size()) == 0,
                "DataParallel: allocate the ParamStore with pad_to = ", arena_pad(dp.size()));
+  if (groups_.tp && groups_.tp->size() == 1) groups_.tp = nullptr;
+  const size_t split = store.expert_begin();
+  domains_.push_back({&dp_, BucketLayout(0, split, bucket_elems, stage_ > 0 ? dp.size() : 1, 0)});
+  if (split < store.arena_elems()) {
+    CASTOR_CHECK(groups_.ep && groups_.edp, "DataParallel: experts placed apart without the ep and edp groups");
+    Communicator& edp = *groups_.edp;
+    domains_.push_back({&edp, BucketLayout(split, store.arena_elems(), bucket_elems, stage_ > 0 ? edp.size() : 1,
+                                           domains_[0].layout.shard_elems)});
+  }
   if (stage_ == 2) backend_.discard(store_.grads(), store_.arena_elems() * sizeof(float));  // resident while written
 }
 
 AdamW DataParallel::make_optimizer(const OptimConfig& cfg) const {
   if (stage_ == 0) return AdamW(cfg, store_, backend_);
   // The reduced slices are read where they lie in the gradient arena.
-  return AdamW(cfg, store_, backend_, layout_.shard(dp_.rank()), nullptr);
+  ArenaShard shard;
+  for (const Domain& d : domains_) {
+    const ArenaShard part = d.layout.shard(d.comm->rank());
+    shard.ranges.insert(shard.ranges.end(), part.ranges.begin(), part.ranges.end());
+    shard.elems += d.layout.shard_elems;
+  }
+  return AdamW(cfg, store_, backend_, shard, nullptr);
 }
 
 void DataParallel::zero_grads() {
@@ -37,53 +47,64 @@ void DataParallel::zero_grads() {
     store_.zero_grads();
 }
 
-void DataParallel::backward(Transformer& model, bool last_micro) {
-  const bool reduce = dp_.size() > 1 && (last_micro || stage_ == 2);
+// Reduces one domain's gradients over its group: during `model`'s backward when given (its
+// grads_ready offsets start buckets), else now.
+void DataParallel::reduce_domain(Domain& d, bool last_micro, Transformer* model) {
+  Communicator& comm = *d.comm;
+  const bool reduce = comm.size() > 1 && (last_micro || stage_ == 2);
   if (!reduce) {
-    model.backward();
+    if (model) model->backward();
     return;
   }
   std::optional<GradientBuckets> buckets;
   if (stage_ == 0) {
-    buckets.emplace(dp_, store_.grads(), layout_);
+    buckets.emplace(comm, store_.grads(), d.layout);
   } else if (stage_ == 1) {
-    buckets.emplace(dp_, store_.grads(), layout_, nullptr, nullptr);  // in place: each rank's slice in the arena
+    buckets.emplace(comm, store_.grads(), d.layout, nullptr, nullptr);  // in place: each rank's slice in the arena
   } else {
     // In place, and the rest of each reduced bucket goes back to the system at once. The
     // next micro-batch's backward adds onto this rank's reduced slice and onto zeros
     // elsewhere, so its reduce-scatter yields the sum over micro-batches.
-    const int r = dp_.rank();
-    buckets.emplace(dp_, store_.grads(), layout_, nullptr, [this, r](size_t k) {
-      const BucketLayout::Bucket& b = layout_.buckets[k];
+    const int r = comm.rank();
+    const BucketLayout& layout = d.layout;
+    buckets.emplace(comm, store_.grads(), layout, nullptr, [this, r, &layout](size_t k) {
+      const BucketLayout::Bucket& b = layout.buckets[k];
       float* g = store_.grads();
       const size_t mine = b.begin + size_t(r) * b.slice;
       backend_.discard(g + b.begin, (mine - b.begin) * sizeof(float));
       backend_.discard(g + mine + b.slice, (b.end - mine - b.slice) * sizeof(float));
     });
   }
-  model.backward([&](size_t ready_from) { buckets->ready_from(ready_from); });
+  if (model) model->backward([&](size_t ready_from) { buckets->ready_from(ready_from); });
   buckets->finish();
 }
 
+void DataParallel::backward(Transformer& model, bool last_micro) {
+  reduce_domain(domains_[0], last_micro, &model);  // overlapped with backward
+  for (size_t i = 1; i < domains_.size(); ++i) reduce_domain(domains_[i], last_micro, nullptr);
+}
+
 double DataParallel::grad_norm(const AdamW& optim) {
-  double ss = 0.0;
-  if (tp_) {  // tp-sharded params: each rank holds a part; replicated ones: every rank all
-    double sums[2] = {0.0, 0.0};
-    optim.grad_sum_squares([](const Param& p) { return size_t(p.shard.sharded()); }, sums);
-    tp_->all_reduce(&sums[1], 1, ReduceOp::kSum);
-    ss = sums[0] + sums[1];
-  } else {
-    ss = optim.grad_sum_squares();
+  // Squares by who holds them: [0] params every tp rank holds whole, [1] tp shards (summed
+  // over tp), [2] experts (summed over ep: each ep rank holds its own).
+  double sums[3] = {0.0, 0.0, 0.0};
+  optim.grad_sum_squares([](const Param& p) { return p.expert ? size_t(2) : size_t(p.shard.sharded()); }, sums);
+  if (groups_.tp) groups_.tp->all_reduce(&sums[1], 1, ReduceOp::kSum);
+  if (stage_ >= 1) {  // slices of dense params over dp, of experts over edp (and ep): all over dp
+    dp_.all_reduce(sums, 3, ReduceOp::kSum);
+  } else if (domains_.size() > 1) {
+    groups_.ep->all_reduce(&sums[2], 1, ReduceOp::kSum);
   }
-  if (stage_ >= 1) dp_.all_reduce(&ss, 1, ReduceOp::kSum);
-  return std::sqrt(ss);
+  return std::sqrt(sums[0] + sums[1] + sums[2]);
 }
 
 void DataParallel::after_step() {
   if (stage_ == 0) return;
   std::vector<CommHandle> pending;
-  for (const auto& b : layout_.buckets)
-    pending.push_back(dp_.iall_gather(nullptr, store_.weights() + b.begin, b.slice, CommType::f32));
+  for (const Domain& d : domains_)
+    if (d.comm->size() > 1)
+      for (const auto& b : d.layout.buckets)
+        pending.push_back(d.comm->iall_gather(nullptr, store_.weights() + b.begin, b.slice, CommType::f32));
   for (auto& h : pending) h->wait();
 }
 
@@ -95,11 +116,13 @@ ArenaMoments DataParallel::gather_moments(const AdamW& optim) {
     moments_v_ = Buffer(backend_, bytes);
   }
   std::vector<CommHandle> pending;
-  for (const auto& b : layout_.buckets) {
-    pending.push_back(dp_.iall_gather(optim.exp_avg() + b.shard_offset, moments_m_.f32() + b.begin, b.slice,
-                                      CommType::f32));
-    pending.push_back(dp_.iall_gather(optim.exp_avg_sq() + b.shard_offset, moments_v_.f32() + b.begin, b.slice,
-                                      CommType::f32));
+  for (const Domain& d : domains_) {
+    for (const auto& b : d.layout.buckets) {
+      pending.push_back(d.comm->iall_gather(optim.exp_avg() + b.shard_offset, moments_m_.f32() + b.begin, b.slice,
+                                            CommType::f32));
+      pending.push_back(d.comm->iall_gather(optim.exp_avg_sq() + b.shard_offset, moments_v_.f32() + b.begin, b.slice,
+                                            CommType::f32));
+    }
   }
   for (auto& h : pending) h->wait();
   return {moments_m_.f32(), moments_v_.f32()};
@@ -116,21 +139,27 @@ void DataParallel::scatter_moments(AdamW& optim, const ArenaMoments& whole) cons
 StateMemory DataParallel::memory(const AdamW& optim) const {
   StateMemory m;
   m.weights = store_.arena_elems() * sizeof(float);
-  m.grads = (stage_ == 2 ? layout_.shard_elems : store_.arena_elems()) * sizeof(float);
+  m.grads = (stage_ == 2 ? optim.shard().elems : store_.arena_elems()) * sizeof(float);
   m.moments = 2 * optim.shard().elems * sizeof(float);
   return m;
 }
 
 std::string DataParallel::describe() const {
   char line[256];
-  const double mb = double(layout_.buckets.empty() ? 0 : layout_.buckets[0].end - layout_.buckets[0].begin) *
+  const BucketLayout& layout = domains_.front().layout;
+  size_t buckets = 0;
+  for (const Domain& d : domains_) buckets += d.layout.buckets.size();
+  const double mb = double(layout.buckets.empty() ? 0 : layout.buckets[0].end - layout.buckets[0].begin) *
                     sizeof(float) / 1e6;
   static const char* what[] = {"all-reduced during backward; optimizer states replicated",
                                "reduce-scattered during backward; optimizer states sharded",
                                "reduce-scattered every micro-batch; gradients and optimizer states sharded"};
-  std::snprintf(line, sizeof(line), "ZeRO stage %d: gradients in %zu buckets of up to %.3g MB, %s", stage_,
-                layout_.buckets.size(), mb, what[stage_]);
+  std::snprintf(line, sizeof(line), "ZeRO stage %d: gradients in %zu buckets of up to %.3g MB, %s", stage_, buckets,
+                mb, what[stage_]);
   std::string out = line;
+  if (domains_.size() > 1)
+    out += "; expert gradients (" + std::to_string(store_.arena_elems() - store_.expert_begin()) +
+           " elements) over edp=" + std::to_string(domains_[1].comm->size());
   if (store_.arena_elems() != store_.numel())
     out += "; arena padded from " + std::to_string(store_.numel()) + " to " + std::to_string(store_.arena_elems()) +
            " elements";

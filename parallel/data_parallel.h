@@ -8,9 +8,13 @@
 //      is released to the system at once: between backward passes a rank holds only its
 //      slices, and during backward only the buckets not yet reduced.
 // Training is fp32, so the weight arena is the master copy: rank r updates its slices.
+// Under expert parallelism the experts' params sit after all others in the arena
+// (ParamStore::allocate) and form a second domain, reduced (and ZeRO-sharded) over the
+// expert-data-parallel group edp = dp / ep instead of dp, once backward has finished.
 #pragma once
 #include <cstddef>
 #include <string>
+#include <vector>
 
 #include "core/backend.h"
 #include "core/communicator.h"
@@ -27,12 +31,20 @@ struct StateMemory {
   size_t total() const { return weights + grads + moments; }
 };
 
+// Groups besides dp, each optional: tp, over which the grad norm sums the tensor-parallel
+// shards' parts; ep and edp, for expert parallelism.
+struct ModelGroups {
+  Communicator* tp = nullptr;
+  Communicator* ep = nullptr;
+  Communicator* edp = nullptr;
+};
+
 class DataParallel {
  public:
-  // The store must be allocated with pad_to = dp.size() (arena_pad). tp (optional): the
-  // tensor-parallel group, over which the grad norm sums the sharded params' parts.
+  // The store must be allocated with pad_to = dp.size() (arena_pad), and under expert
+  // parallelism with expert_pad_to = edp.size().
   DataParallel(Communicator& dp, ParamStore& store, Backend& backend, int zero_stage, size_t bucket_elems,
-               Communicator* tp = nullptr);
+               ModelGroups groups = {});
   static size_t arena_pad(int dp_size) { return size_t(dp_size); }
 
   // AdamW over the arena (stage 0) or this rank's shard (stages 1, 2).
@@ -54,17 +66,25 @@ class DataParallel {
   void scatter_moments(AdamW& optim, const ArenaMoments& whole) const;
 
   int stage() const { return stage_; }
-  const BucketLayout& layout() const { return layout_; }
+  const BucketLayout& layout() const { return domains_.front().layout; }
   StateMemory memory(const AdamW& optim) const;
   std::string describe() const;  // one line for the log
 
  private:
+  // A range of the arena reduced over one group: [0] the dense params over dp, [1] (expert
+  // parallelism) the experts' over edp.
+  struct Domain {
+    Communicator* comm;
+    BucketLayout layout;
+  };
+  void reduce_domain(Domain& d, bool last_micro, Transformer* model);
+
   Communicator& dp_;
-  Communicator* tp_;
+  ModelGroups groups_;
   ParamStore& store_;
   Backend& backend_;
   int stage_;  // effective: 0 on one rank
-  BucketLayout layout_;
+  std::vector<Domain> domains_;
   Buffer moments_m_, moments_v_;  // gather_moments' whole arrays under ZeRO
 };
 

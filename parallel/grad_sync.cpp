@@ -5,15 +5,16 @@
 
 namespace castor::parallel {
 
-BucketLayout::BucketLayout(size_t n, size_t bucket_elems, int ranks_) : ranks(ranks_) {
+BucketLayout::BucketLayout(size_t first, size_t last, size_t bucket_elems, int ranks_, size_t shard_base)
+    : ranks(ranks_) {
   CASTOR_CHECK(bucket_elems > 0, "gradient buckets must hold at least one element");
-  CASTOR_CHECK(ranks > 0 && n % size_t(ranks) == 0, "gradient arena of ", n, " elements does not split over ", ranks,
-               " ranks (pad it)");
+  CASTOR_CHECK(ranks > 0 && first <= last && (last - first) % size_t(ranks) == 0, "gradient arena of ",
+               last - first, " elements does not split over ", ranks, " ranks (pad it)");
   const size_t r = size_t(ranks);
   const size_t step = (bucket_elems + r - 1) / r * r;
-  for (size_t end = n; end > 0;) {
-    const size_t begin = end > step ? end - step : 0;
-    buckets.push_back({begin, end, (end - begin) / r, shard_elems});
+  for (size_t end = last; end > first;) {
+    const size_t begin = end - first > step ? end - step : first;
+    buckets.push_back({begin, end, (end - begin) / r, shard_base + shard_elems});
     shard_elems += (end - begin) / r;
     end = begin;
   }

@@ -22,10 +22,13 @@ struct BucketLayout {
   };
   // n: arena length, a multiple of `ranks`; buckets hold up to bucket_elems, rounded up to
   // a multiple of `ranks` so that every bucket splits evenly.
-  BucketLayout(size_t n, size_t bucket_elems, int ranks);
+  BucketLayout(size_t n, size_t bucket_elems, int ranks) : BucketLayout(0, n, bucket_elems, ranks, 0) {}
+  // Buckets over the arena range [begin, end) only, their shard offsets from shard_base
+  // (a second range's shards follow the first's in the shard arrays).
+  BucketLayout(size_t begin, size_t end, size_t bucket_elems, int ranks, size_t shard_base);
   std::vector<Bucket> buckets;  // buckets[0] ends the arena
   int ranks = 1;
-  size_t shard_elems = 0;       // n / ranks
+  size_t shard_elems = 0;       // (end - begin) / ranks
 
   // Rank r's ZeRO shard: slice r of every bucket.
   ArenaShard shard(int rank) const;

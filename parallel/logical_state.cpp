@@ -1,8 +1,9 @@
-// Gathers tensor-parallel shards into logical tensors and cuts them back out (see
-// logical_state.h). One all-gather per sharded param and array; replicated params are
-// compared across ranks bit for bit (they must have stayed in sync).
+// Gathers tensor-parallel shards and expert-parallel experts into logical tensors and cuts
+// them back out (see logical_state.h). One all-gather per split param and array; params
+// replicated over tp are compared across its ranks bit for bit (they must stay in sync).
 #include "parallel/logical_state.h"
 
+#include <algorithm>
 #include <cstring>
 #include <vector>
 
@@ -10,16 +11,19 @@
 
 namespace castor::parallel {
 
-LogicalState::LogicalState(const ParamStore& local, Backend& backend, bool with_moments) {
-  for (const Param& p : local.params()) store.add(p.name, p.shape, p.init, p.decay);
-  store.allocate(backend);
-  if (with_moments) {
-    exp_avg = Buffer(backend, store.arena_elems() * sizeof(float));
-    exp_avg_sq = Buffer(backend, store.arena_elems() * sizeof(float));
-  }
-}
-
 namespace {
+
+bool split_by(const Communicator* c) { return c && c->size() > 1; }
+
+// "...experts.<e>...." with the expert index replaced (core/nn/moe.cpp names experts so).
+std::string with_expert(const std::string& name, int64_t e, int64_t* old_index = nullptr) {
+  static const std::string key = ".experts.";
+  const size_t at = name.find(key);
+  CASTOR_CHECK(at != std::string::npos, "expert param ", name, " without '", key, "' in its name");
+  const size_t digits = at + key.size(), end = name.find('.', digits);
+  if (old_index) *old_index = std::stoll(name.substr(digits, end - digits));
+  return name.substr(0, digits) + std::to_string(e) + name.substr(end);
+}
 
 uint64_t bits_hash(const float* x, int64_t n) {
   uint64_t h = 1469598103934665603ull;
@@ -28,54 +32,96 @@ uint64_t bits_hash(const float* x, int64_t n) {
   return h;
 }
 
-void gather_one(Communicator& tp, const Param& p, const float* part, float* logical, std::vector<float>& parts,
-                const char* what) {
-  if (!p.shard.sharded()) {
-    std::memcpy(logical, part, size_t(p.numel()) * sizeof(float));
-    if (tp.size() > 1) {  // replicated: every tp rank must hold the same bits
-      int64_t h = int64_t(bits_hash(part, p.numel())), lo = h, hi = h;
-      tp.all_reduce(&lo, 1, ReduceOp::kMax);
-      hi = -h;
-      tp.all_reduce(&hi, 1, ReduceOp::kMax);
-      CASTOR_CHECK(lo == h && -hi == h, "the ", what, " of ", p.name,
-                   " differ across tensor-parallel ranks (a replicated parameter went out of sync)");
-    }
-    return;
-  }
-  CASTOR_CHECK(p.shard.ranks == tp.size(), p.name, ": sharded over ", p.shard.ranks, " ranks, tp group has ",
-               tp.size());
-  parts.resize(size_t(p.numel()) * size_t(tp.size()));
-  tp.all_gather(part, parts.data(), size_t(p.numel()));
-  for (int r = 0; r < tp.size(); ++r) shard_insert(p, r, parts.data() + size_t(r) * size_t(p.numel()), logical);
+// Every rank of tp must hold the same bits of a replicated param.
+void check_replicated(Communicator& tp, const Param& p, const float* x, const char* what) {
+  const int64_t h = int64_t(bits_hash(x, p.numel()));
+  int64_t v[2] = {h, -h};  // max and -min in one reduction
+  tp.all_reduce(v, 2, ReduceOp::kMax);
+  CASTOR_CHECK(v[0] == h && -v[1] == h, "the ", what, " of ", p.name,
+               " differ across tensor-parallel ranks (a replicated parameter went out of sync)");
 }
 
 }  // namespace
 
-void gather_logical(Communicator& tp, const ParamStore& local, const ArenaMoments* local_moments, LogicalState& whole) {
+LogicalState::LogicalState(const ParamStore& local, const SplitGroups& groups, int64_t experts, Backend& backend,
+                           bool with_moments) {
+  const int ep = split_by(groups.ep) ? groups.ep->size() : 1;
+  experts_per_rank = std::max<int64_t>(1, experts / ep);
+  const int64_t per_rank = experts_per_rank;
+  for (const Param& p : local.params()) {
+    if (p.expert && ep > 1) {  // every ep rank's copy of this expert slot
+      int64_t e = 0;
+      with_expert(p.name, 0, &e);
+      for (int r = 0; r < ep; ++r) store.add(with_expert(p.name, e % per_rank + r * per_rank), p.shape, p.init, p.decay);
+    } else {
+      store.add(p.name, p.shape, p.init, p.decay);
+    }
+  }
+  store.allocate(backend);
+  for (size_t i = 0; i < store.params().size(); ++i) index_[store.params()[i].name] = i;
+  if (with_moments) {
+    exp_avg = Buffer(backend, store.arena_elems() * sizeof(float));
+    exp_avg_sq = Buffer(backend, store.arena_elems() * sizeof(float));
+  }
+}
+
+const Param& LogicalState::at(const std::string& name) const {
+  const auto it = index_.find(name);
+  CASTOR_CHECK(it != index_.end(), "logical state has no param ", name);
+  return store.params()[it->second];
+}
+
+void gather_logical(const SplitGroups& groups, const ParamStore& local, const ArenaMoments* local_moments,
+                    LogicalState& whole) {
   std::vector<float> parts;
-  const auto& lp = local.params();
-  const auto& wp = whole.store.params();
-  CASTOR_CHECK(lp.size() == wp.size(), "gather_logical: stores differ");
-  for (size_t i = 0; i < lp.size(); ++i) {
-    gather_one(tp, lp[i], lp[i].w, wp[i].w, parts, "weights");
-    if (local_moments && whole.exp_avg.data()) {
-      gather_one(tp, lp[i], local_moments->exp_avg + lp[i].offset, whole.exp_avg.f32() + wp[i].offset, parts,
-                 "AdamW first moments");
-      gather_one(tp, lp[i], local_moments->exp_avg_sq + lp[i].offset, whole.exp_avg_sq.f32() + wp[i].offset, parts,
-                 "AdamW second moments");
+  const bool tp = split_by(groups.tp), ep = split_by(groups.ep);
+  const bool moments = local_moments && whole.exp_avg.data();
+  for (const Param& p : local.params()) {
+    // (source in the local arena, destination array of the whole state)
+    auto one = [&](const float* src, float* (*dst)(const LogicalState&, const Param&), const char* what) {
+      const size_t n = size_t(p.numel());
+      if (p.expert && ep) {  // part r: rank r's expert in the same slot
+        parts.resize(n * size_t(groups.ep->size()));
+        groups.ep->all_gather(src, parts.data(), n);
+        int64_t e = 0;
+        with_expert(p.name, 0, &e);
+        const int64_t per_rank = whole.experts_per_rank, slot = e % per_rank;
+        for (int r = 0; r < groups.ep->size(); ++r)
+          std::memcpy(dst(whole, whole.at(with_expert(p.name, r * per_rank + slot))), parts.data() + size_t(r) * n,
+                      n * sizeof(float));
+        if (tp) check_replicated(*groups.tp, p, src, what);
+        return;
+      }
+      if (p.shard.sharded()) {
+        CASTOR_CHECK(tp && p.shard.ranks == groups.tp->size(), p.name, ": sharded over ", p.shard.ranks,
+                     " ranks, not over the tp group");
+        parts.resize(n * size_t(groups.tp->size()));
+        groups.tp->all_gather(src, parts.data(), n);
+        float* out = dst(whole, whole.at(p.name));
+        for (int r = 0; r < groups.tp->size(); ++r) shard_insert(p, r, parts.data() + size_t(r) * n, out);
+        return;
+      }
+      if (tp) check_replicated(*groups.tp, p, src, what);
+      std::memcpy(dst(whole, whole.at(p.name)), src, n * sizeof(float));
+    };
+    one(p.w, [](const LogicalState&, const Param& q) { return q.w; }, "weights");
+    if (moments) {
+      one(local_moments->exp_avg + p.offset,
+          [](const LogicalState& s, const Param& q) { return s.exp_avg.f32() + q.offset; }, "AdamW first moments");
+      one(local_moments->exp_avg_sq + p.offset,
+          [](const LogicalState& s, const Param& q) { return s.exp_avg_sq.f32() + q.offset; }, "AdamW second moments");
     }
   }
 }
 
 void scatter_logical(const LogicalState& whole, ParamStore& local, const ArenaMoments* local_moments) {
-  auto& lp = local.params();
-  const auto& wp = whole.store.params();
-  CASTOR_CHECK(lp.size() == wp.size(), "scatter_logical: stores differ");
-  for (size_t i = 0; i < lp.size(); ++i) {
-    shard_extract(lp[i], wp[i].w, lp[i].w);
-    if (local_moments && whole.exp_avg.data()) {
-      shard_extract(lp[i], whole.exp_avg.f32() + wp[i].offset, local_moments->exp_avg + lp[i].offset);
-      shard_extract(lp[i], whole.exp_avg_sq.f32() + wp[i].offset, local_moments->exp_avg_sq + lp[i].offset);
+  const bool moments = local_moments && whole.exp_avg.data();
+  for (Param& p : local.params()) {
+    const Param& w = whole.at(p.name);
+    shard_extract(p, w.w, p.w);
+    if (moments) {
+      shard_extract(p, whole.exp_avg.f32() + w.offset, local_moments->exp_avg + p.offset);
+      shard_extract(p, whole.exp_avg_sq.f32() + w.offset, local_moments->exp_avg_sq + p.offset);
     }
   }
 }

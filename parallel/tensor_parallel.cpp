@@ -259,6 +259,7 @@ TensorParallel::TensorParallel(Communicator& tp, bool sequence_parallel, Communi
 std::unique_ptr<nn::LinearLayer> TensorParallel::column(ParamStore& store, Backend& backend, int64_t max_rows,
                                                         int64_t in, const std::vector<nn::Linear::Piece>& pieces,
                                                         float init_std) {
+  if (tp_.size() == 1) return LayerBuilder::column(store, backend, max_rows, in, pieces, init_std);
   const nn::Linear::Split split{nn::Linear::Split::Dim::kOut, tp_.rank(), tp_.size()};
   return std::make_unique<ColumnParallelLinear>(region(Region::kEnter, backend, max_rows, in),
                                                 std::make_unique<nn::Linear>(store, backend, max_rows, in, pieces,
@@ -267,6 +268,7 @@ std::unique_ptr<nn::LinearLayer> TensorParallel::column(ParamStore& store, Backe
 
 std::unique_ptr<nn::LinearLayer> TensorParallel::row(ParamStore& store, Backend& backend, int64_t max_rows, int64_t in,
                                                      const nn::Linear::Piece& piece, float init_std) {
+  if (tp_.size() == 1) return LayerBuilder::row(store, backend, max_rows, in, piece, init_std);
   const nn::Linear::Split split{nn::Linear::Split::Dim::kIn, tp_.rank(), tp_.size()};
   nn::Linear::Piece weight = piece;
   weight.bias_name.clear();
@@ -281,17 +283,22 @@ std::unique_ptr<nn::Module> TensorParallel::norm(ParamStore& store, Backend& bac
                                                  Family family, const std::string& prefix, float eps) {
   const size_t first = store.params().size();
   auto inner = std::make_unique<nn::Norm>(store, backend, max_rows, C, family, prefix, eps);
-  if (!sp_) return inner;  // every rank normalises every row: gradients already agree
+  if (!sp_ || tp_.size() == 1) return inner;  // every rank normalises every row: gradients agree
   return std::make_unique<SummedGradNorm>(std::move(inner), SummedGrads(tp_, registered_since(store, first)));
 }
 
 std::unique_ptr<nn::Module> TensorParallel::region(Region kind, Backend& backend, int64_t max_rows, int64_t C) {
+  if (tp_.size() == 1) return LayerBuilder::region(kind, backend, max_rows, C);
   return std::make_unique<TpRegion>(kind, tp_, sp_, backend, max_rows, C);
 }
 
-ParamShard TensorParallel::vocab_shard() const { return {0, tp_.rank(), tp_.size(), {}}; }
+ParamShard TensorParallel::vocab_shard() const {
+  if (tp_.size() == 1) return {};
+  return {0, tp_.rank(), tp_.size(), {}};
+}
 
-std::unique_ptr<nn::VocabHead> TensorParallel::vocab_head(Backend&, int64_t chunk_rows, int64_t C, int64_t V) {
+std::unique_ptr<nn::VocabHead> TensorParallel::vocab_head(Backend& backend, int64_t chunk_rows, int64_t C, int64_t V) {
+  if (tp_.size() == 1) return LayerBuilder::vocab_head(backend, chunk_rows, C, V);
   return std::make_unique<VocabParallelHead>(tp_, chunk_rows, C, V);
 }
 
@@ -300,8 +307,14 @@ std::unique_ptr<nn::TokenDispatcher> TensorParallel::dispatcher(int64_t experts)
   return std::make_unique<nn::LocalDispatcher>(experts);
 }
 
-void TensorParallel::check_layout(const ModelConfig& cfg, int tp, bool sequence_parallel, int64_t micro_batch,
-                                  int64_t seq_len) {
+void TensorParallel::check_layout(const ModelConfig& cfg, int tp, int ep, bool sequence_parallel,
+                                  int64_t micro_batch, int64_t seq_len) {
+  if (ep > 1) {
+    CASTOR_CHECK(cfg.moe_experts > 0, "--parallel.ep ", ep, " needs an MoE model (--model.moe_experts > 0)");
+    CASTOR_CHECK(cfg.moe_experts % ep == 0, "--parallel.ep ", ep, " does not divide --model.moe_experts (",
+                 cfg.moe_experts, ")");
+  }
+  if (tp == 1) return;
   auto divides = [&](int64_t n, const char* what) {
     CASTOR_CHECK(n % tp == 0, "--parallel.tp ", tp, " does not divide ", what, " (", n, ")");
   };

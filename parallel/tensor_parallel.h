@@ -1,5 +1,6 @@
-// Tensor parallelism (Megatron-style) as a LayerBuilder: the model's code stays the
-// single-device code and receives layers split over the tp group.
+// Tensor and expert parallelism as a LayerBuilder: the model's code stays the single-device
+// code and receives layers split over the tp group (Megatron-style) and MoE dispatchers that
+// exchange tokens over the ep group (parallel/all_to_all_dispatcher.h). tp = 1: whole layers.
 //   column-parallel linear: kEnter region, then this rank's output features;
 //   row-parallel linear: this rank's input features, kExit region, then the bias;
 //   vocabulary-parallel embedding table and LM head: this rank's rows of the vocabulary,
@@ -40,9 +41,9 @@ class TensorParallel final : public nn::LayerBuilder {
   std::unique_ptr<nn::TokenDispatcher> dispatcher(int64_t experts) override;
 
   // The checks a model config and batch must pass for this split, as one-line errors naming
-  // the option: tp divides the heads, the key/value heads, d_ff and the vocabulary; under
-  // sequence parallelism also the B*T rows of a micro-batch.
-  static void check_layout(const ModelConfig& cfg, int tp, bool sequence_parallel, int64_t micro_batch,
+  // the option: tp divides the heads, the key/value heads, d_ff and the vocabulary (under
+  // sequence parallelism also the B*T rows of a micro-batch); ep divides the experts.
+  static void check_layout(const ModelConfig& cfg, int tp, int ep, bool sequence_parallel, int64_t micro_batch,
                            int64_t seq_len);
 
  private:

@@ -50,7 +50,8 @@ class SerialBlas {
 
 Moe::Moe(ParamStore& store, Backend& backend, const ModelConfig& cfg, int64_t max_rows, const std::string& prefix,
          float down_init_std, std::unique_ptr<TokenDispatcher> dispatcher)
-    : swiglu_(cfg.family == Family::kLlama),
+    : backend_(backend),
+      swiglu_(cfg.family == Family::kLlama),
       C_(cfg.d_model),
       F_(cfg.expert_ffn_dim()),
       E_(cfg.moe_experts),
@@ -58,6 +59,7 @@ Moe::Moe(ParamStore& store, Backend& backend, const ModelConfig& cfg, int64_t ma
       capacity_factor_(cfg.moe_capacity),
       dispatcher_(dispatcher ? std::move(dispatcher) : std::make_unique<LocalDispatcher>(cfg.moe_experts)) {
   const float std = cfg.init_std;
+  const size_t registered = store.params().size();
   router_ = store.add(prefix + (swiglu_ ? ".gate.weight" : ".router.weight"), {E_, C_}, Init::normal(std), true);
   // Expert parallelism: this process holds the dispatcher's local experts only.
   const int64_t first = dispatcher_->first_local_expert();
@@ -74,6 +76,8 @@ Moe::Moe(ParamStore& store, Backend& backend, const ModelConfig& cfg, int64_t ma
       down_b_.push_back(store.add(p + ".c_proj.bias", {C_}, Init::zeros(), false));
     }
   }
+  for (size_t i = registered; i < store.params().size(); ++i)  // all but the router
+    store.params()[i].expert = &store.params()[i] != router_;
   if (cfg.moe_shared_expert) {
     const std::string p = prefix + ".shared_expert";
     if (swiglu_) {
@@ -87,7 +91,7 @@ Moe::Moe(ParamStore& store, Backend& backend, const ModelConfig& cfg, int64_t ma
                                       Linear::Piece{p + ".c_proj.weight", p + ".c_proj.bias", C_}, down_init_std);
     }
   }
-  const int64_t N = max_rows, M = max_rows * k_, U = swiglu_ ? 2 * F_ : F_;
+  const int64_t N = max_rows, M = max_rows * k_;
   auto floats = [&](int64_t n) { return Buffer(backend, size_t(n) * sizeof(float)); };
   logits_ = floats(N * E_);
   probs_ = floats(N * E_);
@@ -96,16 +100,27 @@ Moe::Moe(ParamStore& store, Backend& backend, const ModelConfig& cfg, int64_t ma
   gate_ = floats(N * k_);
   dgate_ = floats(N * k_);
   expert_.resize(size_t(N * k_));
-  xin_ = floats(M * C_);
-  hup_ = floats(M * U);
-  act_ = floats(M * F_);
-  out_ = floats(M * C_);
-  dout_ = floats(M * C_);
-  dact_ = floats(M * F_);
-  dhup_ = floats(M * U);
-  dxin_ = floats(M * C_);
+  reserve_rows(M);
   y_ = floats(N * C_);
   dx_ = floats(N * C_);
+}
+
+// Per-assignment buffers for `rows` expert rows. This process's own tokens give at most N * k;
+// under expert parallelism a rank receives every rank's rows for its experts, up to ep
+// times that when dropless, so the buffers grow to the largest pass seen.
+void Moe::reserve_rows(int64_t rows) {
+  if (rows <= reserved_rows_) return;
+  const int64_t U = swiglu_ ? 2 * F_ : F_;
+  auto floats = [&](int64_t n) { return Buffer(backend_, size_t(std::max<int64_t>(n, 1)) * sizeof(float)); };
+  xin_ = floats(rows * C_);
+  hup_ = floats(rows * U);
+  act_ = floats(rows * F_);
+  out_ = floats(rows * C_);
+  dout_ = floats(rows * C_);
+  dact_ = floats(rows * F_);
+  dhup_ = floats(rows * U);
+  dxin_ = floats(rows * C_);
+  reserved_rows_ = rows;
 }
 
 // Blocks of expert work. Row blocks of at most kRowBlock rows and weight-gradient blocks
@@ -264,6 +279,7 @@ Tensor Moe::forward(const Pass& pass, Tensor x) {
   const int64_t capacity =
       capacity_factor_ > 0 ? int64_t(std::ceil(capacity_factor_ * double(N * k_) / double(E_))) : -1;
   dispatcher_->plan(expert_.data(), N, k_, capacity);
+  reserve_rows(dispatcher_->expert_offsets().back());
   laps.lap(t.plan);
   // dispatch -> compute -> combine
   dispatcher_->dispatch(x_, C_, xin_.f32());

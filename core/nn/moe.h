@@ -71,6 +71,9 @@ class Moe final : public Module {
   kernels::Status expert_grad_down(int64_t e, int64_t c0, int64_t n);
   kernels::Status expert_grad_up(int64_t e, int64_t u0, int64_t n);
 
+  void reserve_rows(int64_t rows);
+
+  Backend& backend_;
   bool swiglu_;
   int64_t C_, F_, E_, k_;
   double capacity_factor_;
@@ -83,6 +86,7 @@ class Moe final : public Module {
   std::vector<int32_t> expert_;
   // Per kept assignment (at most N * k rows): expert input, up output, activation, output.
   Buffer xin_, hup_, act_, out_, dout_, dact_, dhup_, dxin_, y_, dx_;
+  int64_t reserved_rows_ = 0;  // rows the per-assignment buffers hold
   const float* x_ = nullptr;
   std::vector<Task> tasks_[2];
   MoeStats stats_;

@@ -42,10 +42,27 @@ with tempdir() as tmp:
     check(p.returncode != 0 and "castor: error: rank" in p.stderr and "dp=3" in p.stderr and "2" in p.stderr,
           f"mpirun -np 2 with --parallel.dp 3 is refused naming the layout (exit {p.returncode}): "
           f"{p.stderr.strip()[:300]}")
-    p = subprocess.run(["mpirun", "--oversubscribe", "-np", "2", castor_bin()] + base + ["--parallel.tp", "2"],
-                       capture_output=True, text=True, env=mpi_env, timeout=120)
-    check(p.returncode != 0 and "data parallelism only" in p.stderr,
-          f"tensor parallelism is refused in this version (exit {p.returncode}): {p.stderr.strip()[:300]}")
+    # Invalid tensor/expert-parallel layouts: one line per rank naming the option, before any work.
+    moe = ["--model.moe_experts", "4", "--model.moe_top_k", "2"]
+    layouts = [
+        ("tp not dividing the heads", 4, ["--parallel.tp", "4", "--model.vocab_size", "384"],
+         "--parallel.tp 4 does not divide --model.n_heads (2)"),
+        ("tp not dividing the vocabulary", 2, ["--parallel.tp", "2"],
+         "--parallel.tp 2 does not divide the vocabulary (257 rows): pad it, e.g. --model.vocab_size 384"),
+        ("sequence parallelism with rows not splitting", 2,
+         ["--parallel.tp", "2", "--model.vocab_size", "384", "--parallel.sequence_parallel", "true",
+          "--train.micro_batch", "1", "--train.seq_len", "15"], "does not divide the 15 token rows"),
+        ("ep not dividing the experts", 3, ["--parallel.ep", "3"] + moe,
+         "--parallel.ep 3 does not divide --model.moe_experts (4)"),
+        ("ep not dividing dp", 2, ["--parallel.ep", "4"] + moe, "ep must divide dp"),
+        ("ep on a dense model", 2, ["--parallel.ep", "2"], "--parallel.ep 2 needs an MoE model"),
+    ]
+    for name, ranks, extra, needle in layouts:
+        p = subprocess.run(["mpirun", "--oversubscribe", "-np", str(ranks), castor_bin()] + base + extra,
+                           capture_output=True, text=True, env=mpi_env, timeout=120)
+        lines = [l for l in p.stderr.splitlines() if l.startswith("castor: error: rank")]
+        check(p.returncode != 0 and len(lines) >= 1 and all(needle in l for l in lines),
+              f"{name} is refused (exit {p.returncode}): {p.stderr.strip()[:300]}")
 
     expect_error("negative lr", base + ["--optim.lr=-0.001"], "--optim.lr must be positive")
     expect_error("heads not dividing d_model", base + ["--model.n_heads", "3"],
