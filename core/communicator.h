@@ -40,6 +40,24 @@ constexpr CommType comm_type_of() {
   else static_assert(sizeof(T) == 0, "unsupported element type for a collective");
 }
 
+// What a communicator has done since its last reset_stats(), per kind of operation: calls,
+// payload bytes and seconds this rank spent waiting for completion. Payload: all_reduce and
+// broadcast the buffer; reduce_scatter its whole input (size() blocks); all_gather its whole
+// output (size() blocks); all_to_all_v what this rank sends to the other ranks; send/recv
+// the message.
+enum class CommOp : uint8_t { all_reduce, reduce_scatter, all_gather, all_to_all, broadcast, send, recv, barrier };
+inline constexpr int kCommOps = 8;
+struct CommStats {
+  uint64_t calls[kCommOps] = {};
+  uint64_t bytes[kCommOps] = {};
+  double wait_s[kCommOps] = {};
+  uint64_t total_bytes() const {
+    uint64_t n = 0;
+    for (uint64_t b : bytes) n += b;
+    return n;
+  }
+};
+
 // A started operation. Its buffers must stay alive and untouched until it completes.
 class CommRequest {
  public:
@@ -58,6 +76,8 @@ class Communicator {
   virtual int rank() const = 0;
   virtual int size() const = 0;
   virtual std::string name() const = 0;  // e.g. "world", "dp"
+  const CommStats& stats() const { return stats_; }
+  void reset_stats() { stats_ = {}; }
 
   // In place over all ranks; kAvg divides the sum by size() (floating types only).
   virtual CommHandle iall_reduce(void* data, size_t count, CommType t, ReduceOp op) = 0;
@@ -107,6 +127,15 @@ class Communicator {
     irecv(data, count, comm_type_of<T>(), peer, tag)->wait();
   }
   void barrier() { ibarrier()->wait(); }
+
+ protected:
+  CommStats stats_;
 };
+
+inline const char* comm_op_name(CommOp op) {
+  static const char* names[kCommOps] = {"all_reduce", "reduce_scatter", "all_gather", "all_to_all",
+                                        "broadcast",  "send",           "recv",       "barrier"};
+  return names[int(op)];
+}
 
 }  // namespace castor

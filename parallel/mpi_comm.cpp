@@ -62,7 +62,11 @@ void divide(void* data, size_t n, CommType t, int by) {
 // all_to_all_v must keep alive, and the words of a timeout message.
 class MpiComm::Request final : public CommRequest {
  public:
-  Request(const MpiComm& comm, const char* op, size_t bytes) : comm_(comm), op_(op), bytes_(bytes) {}
+  Request(MpiComm& comm, CommOp kind, size_t bytes)
+      : comm_(comm), kind_(kind), op_(comm_op_name(kind)), bytes_(bytes) {
+    comm.stats_.calls[int(kind)] += 1;
+    comm.stats_.bytes[int(kind)] += bytes;
+  }
   ~Request() override {
     // A request dropped while pending (an error is unwinding and the job is about to be
     // aborted) is left to MPI: freeing a pending collective is erroneous.
@@ -92,12 +96,16 @@ class MpiComm::Request final : public CommRequest {
                    mpi_error(rc));
       if (flag) break;
       const auto now = Clock::now();
-      if (now >= deadline) return false;
+      if (now >= deadline) {
+        comm_.stats_.wait_s[int(kind_)] += std::chrono::duration<double>(now - start).count();
+        return false;
+      }
       if (now < spin_until) continue;
       std::this_thread::sleep_for(pause);
       pause = std::min(pause * 2, std::chrono::microseconds(500));
     }
     done_ = true;
+    comm_.stats_.wait_s[int(kind_)] += std::chrono::duration<double>(Clock::now() - start).count();
     if (on_done) on_done();
     return true;
   }
@@ -107,7 +115,8 @@ class MpiComm::Request final : public CommRequest {
   std::vector<int> counts;  // all_to_all_v: send counts, send displs, recv counts, recv displs
 
  private:
-  const MpiComm& comm_;
+  MpiComm& comm_;
+  CommOp kind_;
   const char* op_;
   size_t bytes_;
   bool done_ = false;
@@ -137,8 +146,9 @@ std::unique_ptr<MpiComm> MpiComm::split(int color, int key, std::string name) co
   return out;
 }
 
-CommHandle MpiComm::start(const char* op, size_t bytes, const std::function<int(MPI_Request*)>& post) {
-  auto r = std::make_unique<Request>(*this, op, bytes);
+CommHandle MpiComm::start(CommOp kind, size_t bytes, const std::function<int(MPI_Request*)>& post) {
+  const char* op = comm_op_name(kind);
+  auto r = std::make_unique<Request>(*this, kind, bytes);
   const int rc = post(&r->req_);
   CASTOR_CHECK(rc == MPI_SUCCESS, "MPI ", op, " failed to start on group ", name_, " rank ", rank_, ": ",
                mpi_error(rc));
@@ -149,7 +159,7 @@ CommHandle MpiComm::iall_reduce(void* data, size_t count, CommType t, ReduceOp o
   CASTOR_CHECK(op != ReduceOp::kAvg || t == CommType::f32 || t == CommType::f64,
                "all_reduce: average needs a floating type");
   const int n = mpi_count(count, "all_reduce", name_);
-  auto r = start("all_reduce", count * comm_type_size(t), [&](MPI_Request* req) {
+  auto r = start(CommOp::all_reduce, count * comm_type_size(t), [&](MPI_Request* req) {
     return MPI_Iallreduce(MPI_IN_PLACE, data, n, to_mpi(t), to_mpi(op), comm_, req);
   });
   if (op == ReduceOp::kAvg) static_cast<Request&>(*r).on_done = [=, this] { divide(data, count, t, size_); };
@@ -160,7 +170,7 @@ CommHandle MpiComm::ireduce_scatter(const void* send, void* recv, size_t recv_co
   CASTOR_CHECK(op != ReduceOp::kAvg || t == CommType::f32 || t == CommType::f64,
                "reduce_scatter: average needs a floating type");
   const int n = mpi_count(recv_count, "reduce_scatter", name_);
-  auto r = start("reduce_scatter", recv_count * size_t(size_) * comm_type_size(t), [&](MPI_Request* req) {
+  auto r = start(CommOp::reduce_scatter, recv_count * size_t(size_) * comm_type_size(t), [&](MPI_Request* req) {
     return MPI_Ireduce_scatter_block(send ? send : MPI_IN_PLACE, recv, n, to_mpi(t), to_mpi(op), comm_, req);
   });
   // MPI leaves an in-place result at the start of recv; castor's contract is the rank's block.
@@ -175,7 +185,7 @@ CommHandle MpiComm::ireduce_scatter(const void* send, void* recv, size_t recv_co
 
 CommHandle MpiComm::iall_gather(const void* send, void* recv, size_t send_count, CommType t) {
   const int n = mpi_count(send_count, "all_gather", name_);
-  return start("all_gather", send_count * size_t(size_) * comm_type_size(t), [&](MPI_Request* req) {
+  return start(CommOp::all_gather, send_count * size_t(size_) * comm_type_size(t), [&](MPI_Request* req) {
     return MPI_Iallgather(send ? send : MPI_IN_PLACE, n, to_mpi(t), recv, n, to_mpi(t), comm_, req);
   });
 }
@@ -185,7 +195,10 @@ CommHandle MpiComm::iall_to_all_v(const void* send, std::span<const size_t> send
   CASTOR_CHECK(send_counts.size() == size_t(size_) && recv_counts.size() == size_t(size_), "all_to_all_v on group ",
                name_, ": ", send_counts.size(), " send and ", recv_counts.size(), " receive counts for ", size_,
                " ranks");
-  auto r = std::make_unique<Request>(*this, "all_to_all_v", 0);
+  size_t remote = 0;  // elements this rank sends to the others
+  for (int i = 0; i < size_; ++i)
+    if (i != rank_) remote += send_counts[size_t(i)];
+  auto r = std::make_unique<Request>(*this, CommOp::all_to_all, remote * comm_type_size(t));
   // MPI reads the count arrays until completion: the request owns them.
   std::vector<int>& c = r->counts;
   c.resize(4 * size_t(size_));
@@ -211,26 +224,26 @@ CommHandle MpiComm::iall_to_all_v(const void* send, std::span<const size_t> send
 CommHandle MpiComm::ibroadcast(void* data, size_t count, CommType t, int root) {
   CASTOR_CHECK(root >= 0 && root < size_, "broadcast on group ", name_, ": root ", root, " outside [0, ", size_, ")");
   const int n = mpi_count(count, "broadcast", name_);
-  return start("broadcast", count * comm_type_size(t),
+  return start(CommOp::broadcast, count * comm_type_size(t),
                [&](MPI_Request* req) { return MPI_Ibcast(data, n, to_mpi(t), root, comm_, req); });
 }
 
 CommHandle MpiComm::isend(const void* data, size_t count, CommType t, int peer, int tag) {
   CASTOR_CHECK(peer >= 0 && peer < size_, "send on group ", name_, ": peer ", peer, " outside [0, ", size_, ")");
   const int n = mpi_count(count, "send", name_);
-  return start("send", count * comm_type_size(t),
+  return start(CommOp::send, count * comm_type_size(t),
                [&](MPI_Request* req) { return MPI_Isend(data, n, to_mpi(t), peer, tag, comm_, req); });
 }
 
 CommHandle MpiComm::irecv(void* data, size_t count, CommType t, int peer, int tag) {
   CASTOR_CHECK(peer >= 0 && peer < size_, "recv on group ", name_, ": peer ", peer, " outside [0, ", size_, ")");
   const int n = mpi_count(count, "recv", name_);
-  return start("recv", count * comm_type_size(t),
+  return start(CommOp::recv, count * comm_type_size(t),
                [&](MPI_Request* req) { return MPI_Irecv(data, n, to_mpi(t), peer, tag, comm_, req); });
 }
 
 CommHandle MpiComm::ibarrier() {
-  return start("barrier", 0, [&](MPI_Request* req) { return MPI_Ibarrier(comm_, req); });
+  return start(CommOp::barrier, 0, [&](MPI_Request* req) { return MPI_Ibarrier(comm_, req); });
 }
 
 MpiSession::MpiSession(int* argc, char*** argv) {

@@ -44,7 +44,7 @@ class MpiComm final : public Communicator {
 
  private:
   class Request;
-  CommHandle start(const char* op, size_t bytes, const std::function<int(MPI_Request*)>& post);
+  CommHandle start(CommOp kind, size_t bytes, const std::function<int(MPI_Request*)>& post);
 
   MPI_Comm comm_;
   bool owned_ = false;
