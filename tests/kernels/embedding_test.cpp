@@ -1,6 +1,8 @@
 // kernels/cpu/embedding: forward lookup (with and without learned positions), backward as
 // the finite-difference gradient w.r.t. wte and wpe, += accumulation, bitwise equality of
-// the backward for 1 and 2 threads with repeated ids, and out-of-range / bad arguments.
+// the backward for 1 and 2 threads with repeated ids, vocabulary slices (tensor
+// parallelism: the slices' lookups and gradients add up to the whole table's), and
+// out-of-range / bad arguments.
 #include "kernels/cpu/embedding.h"
 
 #include <gtest/gtest.h>
@@ -44,6 +46,28 @@ TEST(Embedding, ForwardLooksUpTokenAndPosition) {
   for (int64_t n = 0; n < N; ++n) {
     for (int64_t c = 0; c < C; ++c) EXPECT_EQ(out[n * C + c], wte[ids[n] * C + c]);
   }
+}
+
+TEST(Embedding, VocabularySlicesAddUpToTheWholeTable) {
+  const int64_t T = 4, N = 12, C = 3, V = 9, parts = 3, Vl = V / parts;
+  const std::vector<int32_t> ids = random_ids(N, V, 5);
+  auto wte = random_vector(size_t(V * C), 6);
+  auto dout = random_vector(size_t(N * C), 7);
+  std::vector<float> whole(size_t(N * C)), sum(size_t(N * C), 0.0f), part(size_t(N * C));
+  std::vector<float> dwte(size_t(V * C), 0.0f), dslices(size_t(V * C), 0.0f);
+  ASSERT_EQ(embedding_forward(whole.data(), ids.data(), wte.data(), nullptr, N, T, C, V), Status::kOk);
+  ASSERT_EQ(embedding_backward(dwte.data(), nullptr, dout.data(), ids.data(), N, T, C, V), Status::kOk);
+  for (int64_t r = 0; r < parts; ++r) {
+    const float* slice = wte.data() + r * Vl * C;
+    ASSERT_EQ(embedding_forward(part.data(), ids.data(), slice, nullptr, N, T, C, V, r * Vl, Vl), Status::kOk);
+    for (size_t i = 0; i < sum.size(); ++i) sum[i] += part[i];  // one non-zero term per row
+    ASSERT_EQ(embedding_backward(dslices.data() + r * Vl * C, nullptr, dout.data(), ids.data(), N, T, C, V, r * Vl, Vl),
+              Status::kOk);
+  }
+  EXPECT_EQ(sum, whole);
+  EXPECT_EQ(dslices, dwte);
+  EXPECT_EQ(embedding_forward(part.data(), ids.data(), wte.data(), nullptr, N, T, C, V, 7, 3),
+            Status::kInvalidArgument);  // a slice past the vocabulary
 }
 
 TEST(Embedding, BackwardMatchesFiniteDifferences) {
