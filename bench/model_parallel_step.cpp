@@ -141,14 +141,14 @@ class CountingDispatcher final : public castor::nn::TokenDispatcher {
   CountingDispatcher(std::unique_ptr<castor::nn::TokenDispatcher> inner, std::vector<int64_t>& kept,
                      double capacity_factor)
       : inner_(std::move(inner)), kept_(kept), factor_(capacity_factor) {}
-  void plan(const int32_t* expert, int64_t N, int64_t k, int64_t capacity) override {
+  void plan(const int32_t* expert, int64_t N, int64_t k, int64_t capacity, const int64_t* before) override {
     const int64_t E = int64_t(kept_.size());
     const int64_t cap = factor_ > 0 ? int64_t(std::ceil(factor_ * double(N * k) / double(E))) : -1;
     std::vector<int64_t> chosen(size_t(E), 0);
     for (int64_t a = 0; a < N * k; ++a) chosen[size_t(expert[a])] += 1;
     // An expert keeps min(chosen, capacity): whatever the order, it fills up to its capacity.
     for (int64_t e = 0; e < E; ++e) kept_[size_t(e)] = cap < 0 ? chosen[size_t(e)] : std::min(chosen[size_t(e)], cap);
-    inner_->plan(expert, N, k, capacity);
+    inner_->plan(expert, N, k, capacity, before);
   }
   int64_t local_experts() const override { return inner_->local_experts(); }
   int64_t first_local_expert() const override { return inner_->first_local_expert(); }
@@ -458,7 +458,7 @@ TimeSummary print_times(const std::vector<RankData>& data, int64_t steps) {
   TimeSummary worst;
   for (size_t r = 0; r < data.size(); ++r) {
     const RankData& d = data[r];
-    std::vector<double> waits(size_t(steps), 0.0), compute(size_t(steps));
+    std::vector<double> waits(static_cast<size_t>(steps), 0.0), compute(static_cast<size_t>(steps));
     for (size_t i = 0; i < size_t(kGroups * castor::kCommOps); ++i)
       for (int64_t s = 0; s < steps; ++s) waits[size_t(s)] += d.wait_ms[i * size_t(steps) + size_t(s)];
     for (int64_t s = 0; s < steps; ++s) compute[size_t(s)] = d.step_ms[size_t(s)] - waits[size_t(s)];
@@ -511,6 +511,18 @@ std::string layout_name(const Layout& l) {
   return s;
 }
 
+// Short label for the RESULT line: the degrees above 1, e.g. "tp2+sp" or "dp2+ep2".
+std::string layout_label(const Layout& l) {
+  std::string s;
+  auto part = [&](const std::string& p) { s += (s.empty() ? "" : "+") + p; };
+  if (l.tp > 1) part("tp" + std::to_string(l.tp));
+  if (l.sp) part("sp");
+  if (l.dp > 1) part("dp" + std::to_string(l.dp));
+  if (l.ep > 1) part("ep" + std::to_string(l.ep));
+  if (l.stage > 0) part("zero" + std::to_string(l.stage));
+  return s.empty() ? "single" : s;
+}
+
 // The random token windows of one dp rank: ids = window[0, T), targets = window[1, T].
 struct TokenPool {
   std::vector<std::vector<int32_t>> ids, targets;
@@ -522,10 +534,12 @@ struct TokenPool {
       ids.emplace_back(size_t(B * T));
       targets.emplace_back(size_t(B * T));
       for (int64_t b = 0; b < B; ++b) {
-        std::vector<int32_t> window(size_t(T + 1));
-        for (auto& t : window) t = token(rng);
-        std::copy(window.begin(), window.end() - 1, ids.back().begin() + b * T);
-        std::copy(window.begin() + 1, window.end(), targets.back().begin() + b * T);
+        int32_t next = token(rng);
+        for (int64_t t = 0; t < T; ++t) {
+          ids.back()[size_t(b * T + t)] = next;
+          next = token(rng);
+          targets.back()[size_t(b * T + t)] = next;
+        }
       }
     }
   }
@@ -648,8 +662,8 @@ int run(const Options& o) {
   MPI_Allreduce(MPI_IN_PLACE, &routing_mismatch, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
   if (!lead) return 0;
 
-  std::vector<RankData> data(size_t(ranks));
-  std::vector<Expected> expected(size_t(ranks));
+  std::vector<RankData> data(static_cast<size_t>(ranks));
+  std::vector<Expected> expected(static_cast<size_t>(ranks));
   for (int r = 0; r < ranks; ++r) {
     auto part = [&](const auto& v, size_t n) {
       using V = std::decay_t<decltype(v)>;
@@ -678,10 +692,13 @@ int run(const Options& o) {
   uint64_t group_bytes[kGroups] = {};
   for (int g = 0; g < kGroups; ++g)
     for (int op = 0; op < castor::kCommOps; ++op) group_bytes[g] += data[0].bytes[size_t(g * castor::kCommOps + op)];
-  std::printf("RESULT layout=%s%s%s model=%s step_ms=%.1f compute_ms=%.1f wait_ms=%.1f tp_bytes=%.0f ep_bytes=%.0f "
-              "dp_bytes=%.0f edp_bytes=%.0f match=%d\n",
-              ("tp" + std::to_string(o.tp)).c_str(), layout.sp ? "+sp" : "",
-              o.ep > 1 ? ("+ep" + std::to_string(o.ep)).c_str() : "", o.model.c_str(), t.step_ms, t.compute_ms,
+  const int64_t tokens = layout.dp * B * T;  // per step, over the job
+  std::printf("\ntokens per step %lld (dp %d x %lld x %lld): %.1f tokens/s at the slowest rank's median step\n",
+              static_cast<long long>(tokens), layout.dp, static_cast<long long>(B), static_cast<long long>(T),
+              double(tokens) / (t.step_ms / 1e3));
+  std::printf("RESULT layout=%s model=%s tokens_per_s=%.1f step_ms=%.1f compute_ms=%.1f wait_ms=%.1f tp_bytes=%.0f "
+              "ep_bytes=%.0f dp_bytes=%.0f edp_bytes=%.0f match=%d\n",
+              layout_label(layout).c_str(), o.model.c_str(), double(tokens) / (t.step_ms / 1e3), t.step_ms, t.compute_ms,
               t.wait_ms, double(group_bytes[kTp]) / double(o.steps), double(group_bytes[kEp]) / double(o.steps),
               double(group_bytes[kDp]) / double(o.steps), double(group_bytes[kEdp]) / double(o.steps), match ? 1 : 0);
   return 0;

@@ -18,10 +18,10 @@ AllToAllDispatcher::AllToAllDispatcher(Communicator& ep, int64_t experts)
   recv_counts_.assign(size_t(ep.size() * local_), 0);
 }
 
-void AllToAllDispatcher::plan(const int32_t* expert, int64_t N, int64_t k, int64_t capacity) {
+void AllToAllDispatcher::plan(const int32_t* expert, int64_t N, int64_t k, int64_t capacity, const int64_t* before) {
   N_ = N;
   k_ = k;
-  local_plan_.plan(expert, N, k, capacity);  // the single-process plan of this rank's tokens
+  local_plan_.plan(expert, N, k, capacity, before);  // the single-process plan of this rank's tokens
   const std::vector<int64_t>& off = local_plan_.expert_offsets();
   for (int64_t e = 0; e < experts_; ++e) sent_by_expert_[size_t(e)] = off[size_t(e) + 1] - off[size_t(e)];
   // Counts: local_ per destination rank out, local_ per source rank in.

@@ -19,7 +19,7 @@ class AllToAllDispatcher final : public nn::TokenDispatcher {
  public:
   // experts: the total E; ep.size() must divide it.
   AllToAllDispatcher(Communicator& ep, int64_t experts);
-  void plan(const int32_t* expert, int64_t N, int64_t k, int64_t capacity) override;
+  void plan(const int32_t* expert, int64_t N, int64_t k, int64_t capacity, const int64_t* before) override;
   int64_t local_experts() const override { return local_; }
   int64_t first_local_expert() const override { return int64_t(comm_.rank()) * local_; }
   const std::vector<int64_t>& expert_offsets() const override { return offsets_; }

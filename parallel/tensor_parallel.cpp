@@ -21,66 +21,81 @@ using nn::rows_view;
 
 namespace {
 
-// One region of nn::Region, over this rank's buffers. All-reduces work in place on the
-// tensor they are given (the output buffer of the layer next to the region).
+// Row blocks of a pass over the tp group: rank r's block is rows [r * n, (r + 1) * n).
+struct RowBlocks {
+  Communicator& tp;
+  int64_t C;
+  int64_t split(int64_t rows) const {
+    CASTOR_CHECK(rows % tp.size() == 0, "tensor parallelism: ", rows, " token rows do not split over ", tp.size(),
+                 " ranks");
+    return rows / tp.size();
+  }
+  Tensor gather(Tensor x, Buffer& buf) const {
+    const int64_t rows = x.shape[0];
+    tp.all_gather(x.f32(), buf.f32(), size_t(rows * C));
+    return rows_view(buf.f32(), rows * tp.size(), C);
+  }
+  Tensor reduce_scatter(Tensor x, Buffer& buf) const {
+    const int64_t mine = split(x.shape[0]);
+    tp.reduce_scatter(x.f32(), buf.f32(), size_t(mine * C), ReduceOp::kSum);
+    return rows_view(buf.f32(), mine, C);
+  }
+  Tensor own_rows(Tensor x) const {
+    const int64_t mine = split(x.shape[0]);
+    return rows_view(x.f32() + tp.rank() * mine * C, mine, C);
+  }
+  Tensor all_reduce(Tensor x) const {  // in place, on the buffer of the layer next to the region
+    tp.all_reduce(x.f32(), size_t(x.numel()), ReduceOp::kSum);
+    return x;
+  }
+};
+
+// One region of nn::Region, over this rank's buffers.
 class TpRegion final : public nn::Module {
  public:
   TpRegion(Region kind, Communicator& tp, bool sp, Backend& backend, int64_t max_rows, int64_t C)
-      : kind_(kind), tp_(tp), sp_(sp), C_(C) {
+      : kind_(kind), sp_(sp), rows_{tp, C} {
     if (sp_) buf_ = Buffer(backend, size_t(max_rows * C) * sizeof(float));
   }
 
   Tensor forward(const Pass&, Tensor x) override {
     switch (kind_) {
-      case Region::kEnter: return sp_ ? gather(x) : x;
-      case Region::kExit: return sp_ ? reduce_scatter(x) : all_reduce(x);
-      case Region::kReduce: return all_reduce(x);
-      case Region::kGather: return sp_ ? gather(x) : x;
-      case Region::kScatter: return sp_ ? own_rows(x) : x;
+      case Region::kEnter: return sp_ ? rows_.gather(x, buf_) : x;
+      case Region::kExit: return sp_ ? rows_.reduce_scatter(x, buf_) : rows_.all_reduce(x);
+      case Region::kReduce: return rows_.all_reduce(x);
+      case Region::kScatter: return sp_ ? rows_.own_rows(x) : x;
     }
     return x;
   }
   Tensor backward(const Pass&, Tensor dy) override {
     switch (kind_) {
-      case Region::kEnter: return sp_ ? reduce_scatter(dy) : all_reduce(dy);
-      case Region::kExit: return sp_ ? gather(dy) : dy;
+      case Region::kEnter: return sp_ ? rows_.reduce_scatter(dy, buf_) : rows_.all_reduce(dy);
+      case Region::kExit: return sp_ ? rows_.gather(dy, buf_) : dy;
       case Region::kReduce: return dy;
-      case Region::kGather: return sp_ ? own_rows(dy) : dy;
-      case Region::kScatter: return sp_ ? gather(dy) : dy;
+      case Region::kScatter: return sp_ ? rows_.gather(dy, buf_) : dy;
     }
     return dy;
   }
 
  private:
-  int64_t split(int64_t rows) const {
-    CASTOR_CHECK(rows % tp_.size() == 0, "sequence parallelism: ", rows, " token rows do not split over ", tp_.size(),
-                 " tensor-parallel ranks");
-    return rows / tp_.size();
-  }
-  Tensor all_reduce(Tensor x) {
-    tp_.all_reduce(x.f32(), size_t(x.numel()), ReduceOp::kSum);
-    return x;
-  }
-  Tensor gather(Tensor x) {
-    const int64_t rows = x.shape[0];
-    tp_.all_gather(x.f32(), buf_.f32(), size_t(rows * C_));
-    return rows_view(buf_.f32(), rows * tp_.size(), C_);
-  }
-  Tensor reduce_scatter(Tensor x) {
-    const int64_t mine = split(x.shape[0]);
-    tp_.reduce_scatter(x.f32(), buf_.f32(), size_t(mine * C_), ReduceOp::kSum);
-    return rows_view(buf_.f32(), mine, C_);
-  }
-  Tensor own_rows(Tensor x) {
-    const int64_t mine = split(x.shape[0]);
-    return rows_view(x.f32() + tp_.rank() * mine * C_, mine, C_);
-  }
-
   Region kind_;
-  Communicator& tp_;
   bool sp_;
-  int64_t C_;
+  RowBlocks rows_;
   Buffer buf_;
+};
+
+// The router statistics of an MoE layer summed over the tp ranks' blocks of rows.
+class TpTokenGroup final : public nn::TokenGroup {
+ public:
+  explicit TpTokenGroup(Communicator& tp) : tp_(tp) {}
+  int size() const override { return tp_.size(); }
+  int rank() const override { return tp_.rank(); }
+  void sum(double* v, size_t n) override { tp_.all_reduce(v, n, ReduceOp::kSum); }
+  void sum(int64_t* v, size_t n) override { tp_.all_reduce(v, n, ReduceOp::kSum); }
+  void all_gather(const int64_t* mine, int64_t* all, size_t n) override { tp_.all_gather(mine, all, n); }
+
+ private:
+  Communicator& tp_;
 };
 
 // Gradients of params replicated over tp but computed from this rank's rows alone: each
@@ -137,6 +152,38 @@ class SummedGradNorm final : public nn::Module {
  private:
   std::unique_ptr<nn::Module> inner_;
   SummedGrads grads_;
+};
+
+// An MoE layer on this rank's block of the rows. Without SP it takes its block of the
+// (replicated) input and all-gathers the outputs, and the reverse in backward; under SP the
+// residual's rows are already the block. The layer's params see only the block's tokens:
+// their gradients are summed over tp.
+class SplitTokensLayer final : public nn::Module {
+ public:
+  SplitTokensLayer(std::unique_ptr<nn::Module> inner, SummedGrads grads, Communicator& tp, bool sp, Backend& backend,
+                   int64_t max_rows, int64_t C)
+      : inner_(std::move(inner)), grads_(std::move(grads)), sp_(sp), rows_{tp, C} {
+    if (!sp_) {
+      y_ = Buffer(backend, size_t(max_rows * C) * sizeof(float));
+      dx_ = Buffer(backend, size_t(max_rows * C) * sizeof(float));
+    }
+  }
+  Tensor forward(const Pass& pass, Tensor x) override {
+    if (sp_) return inner_->forward(pass, x);
+    return rows_.gather(inner_->forward(pass, rows_.own_rows(x)), y_);
+  }
+  Tensor backward(const Pass& pass, Tensor dy) override {
+    Tensor block = sp_ ? dy : rows_.own_rows(dy);  // without SP dy is whole and equal on every rank
+    Tensor dx = grads_.run([&] { return inner_->backward(pass, block); });
+    return sp_ ? dx : rows_.gather(dx, dx_);
+  }
+
+ private:
+  std::unique_ptr<nn::Module> inner_;
+  SummedGrads grads_;
+  bool sp_;
+  RowBlocks rows_;
+  Buffer y_, dx_;
 };
 
 class ColumnParallelLinear final : public nn::LinearLayer {
@@ -254,7 +301,18 @@ class VocabParallelHead final : public nn::VocabHead {
 }  // namespace
 
 TensorParallel::TensorParallel(Communicator& tp, bool sequence_parallel, Communicator* ep)
-    : tp_(tp), sp_(sequence_parallel), ep_(ep) {}
+    : tp_(tp), sp_(sequence_parallel), ep_(ep), token_group_(std::make_unique<TpTokenGroup>(tp)) {}
+
+TensorParallel::~TensorParallel() = default;
+
+nn::TokenGroup* TensorParallel::token_group() { return tp_.size() > 1 ? token_group_.get() : nullptr; }
+
+std::unique_ptr<nn::Module> TensorParallel::split_tokens(std::unique_ptr<nn::Module> layer, std::vector<Param*> params,
+                                                         Backend& backend, int64_t max_rows, int64_t C) {
+  if (tp_.size() == 1) return layer;
+  return std::make_unique<SplitTokensLayer>(std::move(layer), SummedGrads(tp_, std::move(params)), tp_, sp_, backend,
+                                            max_rows, C);
+}
 
 std::unique_ptr<nn::LinearLayer> TensorParallel::column(ParamStore& store, Backend& backend, int64_t max_rows,
                                                         int64_t in, const std::vector<nn::Linear::Piece>& pieces,
@@ -315,6 +373,9 @@ void TensorParallel::check_layout(const ModelConfig& cfg, int tp, int ep, bool s
                  cfg.moe_experts, ")");
   }
   if (tp == 1) return;
+  if (cfg.moe_experts > 0)
+    CASTOR_CHECK(micro_batch * seq_len % tp == 0, "--parallel.tp ", tp, " does not divide the ", micro_batch * seq_len,
+                 " token rows of a micro-batch (micro_batch x seq_len), which MoE layers split over tp");
   auto divides = [&](int64_t n, const char* what) {
     CASTOR_CHECK(n % tp == 0, "--parallel.tp ", tp, " does not divide ", what, " (", n, ")");
   };

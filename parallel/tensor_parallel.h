@@ -9,8 +9,11 @@
 // With sequence parallelism the norm and residual regions hold a contiguous block of the
 // pass's B*T token rows per rank, all-gathers and reduce-scatters replace the all-reduces,
 // and the norms' (and row-parallel biases') weight gradients, computed on a block of rows,
-// are summed over tp as they are produced. Everything else replicated over tp (positions,
-// adapters, multimodal heads, MoE layers) runs on every row, so its gradients agree.
+// are summed over tp as they are produced. MoE layers are not split by tp either: each tp
+// rank routes its block of the rows through all of them (router statistics summed over tp,
+// so losses and capacity drops are the whole micro-batch's) and their gradients are summed
+// over tp. The rest replicated over tp (positions, adapters, multimodal heads) runs on every
+// row, so its gradients agree.
 #pragma once
 #include <memory>
 #include <string>
@@ -25,6 +28,7 @@ class TensorParallel final : public nn::LayerBuilder {
   // tp: the tensor-parallel group. ep (may be nullptr or of size 1): the expert-parallel
   // group the MoE layers' dispatchers exchange tokens over.
   TensorParallel(Communicator& tp, bool sequence_parallel, Communicator* ep = nullptr);
+  ~TensorParallel() override;
 
   int tp_size() const override { return tp_.size(); }
   int tp_rank() const override { return tp_.rank(); }
@@ -39,6 +43,9 @@ class TensorParallel final : public nn::LayerBuilder {
   ParamShard vocab_shard() const override;
   std::unique_ptr<nn::VocabHead> vocab_head(Backend& backend, int64_t chunk_rows, int64_t C, int64_t V) override;
   std::unique_ptr<nn::TokenDispatcher> dispatcher(int64_t experts) override;
+  nn::TokenGroup* token_group() override;
+  std::unique_ptr<nn::Module> split_tokens(std::unique_ptr<nn::Module> layer, std::vector<Param*> params,
+                                           Backend& backend, int64_t max_rows, int64_t C) override;
 
   // The checks a model config and batch must pass for this split, as one-line errors naming
   // the option: tp divides the heads, the key/value heads, d_ff and the vocabulary (under
@@ -50,6 +57,7 @@ class TensorParallel final : public nn::LayerBuilder {
   Communicator& tp_;
   bool sp_;
   Communicator* ep_;
+  std::unique_ptr<nn::TokenGroup> token_group_;
 };
 
 }  // namespace castor::parallel

@@ -47,14 +47,15 @@ Block::Block(ParamStore& store, Backend& backend, LayerBuilder& layers, const Mo
                                    Linear::Piece{p + ".mlp.down_proj.weight", "", C_}, proj_std);
   }
   if (cfg.is_moe_layer(layer)) {
+    const size_t first = store.params().size();
     auto moe = std::make_unique<Moe>(
         store, backend, cfg, rows,
         cfg.family == Family::kGpt2 ? "transformer.h." + L + ".mlp" : "model.layers." + L + ".block_sparse_moe",
-        proj_std, layers.dispatcher(cfg.moe_experts));
+        proj_std, layers.dispatcher(cfg.moe_experts), layers.token_group());
     moe_ = moe.get();
-    ffn_ = std::move(moe);
-    ffn_gather_ = layers.region(Region::kGather, backend, rows, C_);
-    ffn_scatter_ = layers.region(Region::kScatter, backend, rows, C_);
+    std::vector<Param*> params;
+    for (size_t i = first; i < store.params().size(); ++i) params.push_back(&store.params()[i]);
+    ffn_ = layers.split_tokens(std::move(moe), std::move(params), backend, rows, C_);
   }
   const size_t bytes = size_t(rows * C_) * sizeof(float);
   res1_ = Buffer(backend, bytes);
@@ -69,20 +70,14 @@ Tensor Block::forward(const Pass& pass, Tensor x) {
   Tensor a = attn_->forward(pass, norm1_->forward(pass, x));
   CASTOR_KERNEL_CHECK(kc::add(res1_.f32(), x.f32(), a.f32(), n));
   Tensor r1 = rows_view(res1_.f32(), rows, C_);
-  Tensor h = norm2_->forward(pass, r1);
-  if (ffn_gather_) h = ffn_gather_->forward(pass, h);
-  Tensor m = ffn_->forward(pass, h);
-  if (ffn_scatter_) m = ffn_scatter_->forward(pass, m);
+  Tensor m = ffn_->forward(pass, norm2_->forward(pass, r1));
   CASTOR_KERNEL_CHECK(kc::add(res2_.f32(), res1_.f32(), m.f32(), n));
   return rows_view(res2_.f32(), rows, C_);
 }
 
 Tensor Block::backward(const Pass& pass, Tensor dy) {
   const int64_t rows = dy.shape[0], n = rows * C_;
-  Tensor dm = ffn_scatter_ ? ffn_scatter_->backward(pass, dy) : dy;
-  dm = ffn_->backward(pass, dm);
-  if (ffn_gather_) dm = ffn_gather_->backward(pass, dm);
-  Tensor dn2 = norm2_->backward(pass, dm);
+  Tensor dn2 = norm2_->backward(pass, ffn_->backward(pass, dy));
   CASTOR_KERNEL_CHECK(kc::add(dres1_.f32(), dy.f32(), dn2.f32(), n));
   Tensor dr1 = rows_view(dres1_.f32(), rows, C_);
   Tensor dn1 = norm1_->backward(pass, attn_->backward(pass, dr1));

@@ -2,9 +2,9 @@
 // feed-forward is a dense Mlp or, in MoE layers (ModelConfig::is_moe_layer), a Moe.
 // Parameter names follow Hugging Face: transformer.h.{i}.* (gpt2) or model.layers.{i}.*
 // (llama), so export is a renaming only (our Linear weights are stored (out, in)).
-// The builder decides the split over tensor-parallel ranks. An MoE layer runs on every row
-// of the pass (kGather/kScatter regions around it under sequence parallelism): its experts
-// are not split by tp, and its router sees exactly the single-device batch.
+// The builder decides the split over tensor-parallel ranks. An MoE layer's experts are not
+// split by tp: each tp rank routes a block of the pass's rows instead, with the router's
+// statistics summed over tp (LayerBuilder::split_tokens, core/nn/token_group.h).
 #pragma once
 #include <memory>
 
@@ -28,7 +28,6 @@ class Block final : public Module {
   std::unique_ptr<Module> norm1_, norm2_;
   std::unique_ptr<Attention> attn_;
   std::unique_ptr<Module> ffn_;
-  std::unique_ptr<Module> ffn_gather_, ffn_scatter_;  // MoE layers: every row in, this rank's rows out
   Moe* moe_ = nullptr;
   Buffer res1_, res2_, dres1_, dx_;
 };

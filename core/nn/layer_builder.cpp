@@ -62,6 +62,11 @@ std::unique_ptr<TokenDispatcher> LayerBuilder::dispatcher(int64_t experts) {
   return std::make_unique<LocalDispatcher>(experts);
 }
 
+std::unique_ptr<Module> LayerBuilder::split_tokens(std::unique_ptr<Module> layer, std::vector<Param*>, Backend&,
+                                                   int64_t, int64_t) {
+  return layer;
+}
+
 LayerBuilder& single_device() {
   static LayerBuilder builder;  // stateless
   return builder;

@@ -12,6 +12,7 @@
 #include "core/config.h"
 #include "core/nn/linear.h"
 #include "core/nn/token_dispatcher.h"
+#include "core/nn/token_group.h"
 #include "kernels/cpu/lm_head_xent.h"
 
 namespace castor::nn {
@@ -25,8 +26,8 @@ enum class Region {
   kExit,     // after a row-parallel layer. Forward: all-reduce (SP: reduce-scatter rows).
              // Backward: identity (SP: all-gather rows).
   kReduce,   // forward all-reduce, backward identity (partial vocabulary embeddings).
-  kGather,   // replicated work on every row. SP: forward all-gather, backward this rank's rows.
-  kScatter,  // back from replicated work. SP: forward this rank's rows, backward all-gather.
+  kScatter,  // from work on every row to the residual's rows. SP: forward this rank's rows,
+             // backward all-gather.
 };
 
 // The LM head fused with cross-entropy over the vocabulary slice this rank holds (w: the
@@ -66,6 +67,13 @@ class LayerBuilder {
   // chunk_rows: rows per chunk of the fused head (Transformer::head_chunk_rows).
   virtual std::unique_ptr<VocabHead> vocab_head(Backend& backend, int64_t chunk_rows, int64_t C, int64_t V);
   virtual std::unique_ptr<TokenDispatcher> dispatcher(int64_t experts);
+  // MoE layers: each tp rank routes one block of the pass's rows. token_group() is the
+  // group the Moe sums its router statistics over; split_tokens wraps the layer (whose
+  // params are `params`, replicated over tp) so that it takes and returns the residual's
+  // rows, runs on this rank's block, and its params' gradients are summed over the group.
+  virtual TokenGroup* token_group() { return nullptr; }
+  virtual std::unique_ptr<Module> split_tokens(std::unique_ptr<Module> layer, std::vector<Param*> params,
+                                               Backend& backend, int64_t max_rows, int64_t C);
 };
 
 // The builder of a single-device model.

@@ -49,8 +49,9 @@ class SerialBlas {
 }  // namespace
 
 Moe::Moe(ParamStore& store, Backend& backend, const ModelConfig& cfg, int64_t max_rows, const std::string& prefix,
-         float down_init_std, std::unique_ptr<TokenDispatcher> dispatcher)
+         float down_init_std, std::unique_ptr<TokenDispatcher> dispatcher, TokenGroup* group)
     : backend_(backend),
+      group_(group ? *group : single_group()),
       swiglu_(cfg.family == Family::kLlama),
       C_(cfg.d_model),
       F_(cfg.expert_ffn_dim()),
@@ -260,44 +261,75 @@ void Moe::run_tasks(std::vector<Task>* phases, int n_phases) {
   CASTOR_KERNEL_CHECK(status);
 }
 
+// The batch-wide router statistics when this process holds one block of the batch's rows:
+// assignment counts per (choice, expert) of every block give the per-expert totals (balance
+// loss) and what precedes this block in the capacity order (moe_plan's `before`).
+void Moe::group_statistics() {
+  const int G = group_.size(), me = group_.rank();
+  const size_t kE = size_t(k_ * E_);
+  choice_counts_.resize(kE);
+  group_counts_.resize(kE * size_t(G));
+  CASTOR_KERNEL_CHECK(kc::moe_count_assignments(expert_.data(), rows_, E_, k_, choice_counts_.data()));
+  group_.all_gather(choice_counts_.data(), group_counts_.data(), kE);
+  expert_totals_.assign(size_t(E_), 0);
+  before_.assign(kE, 0);
+  for (int r = 0; r < G; ++r) {
+    const int64_t* c = group_counts_.data() + size_t(r) * kE;
+    for (int64_t j = 0; j < k_; ++j)
+      for (int64_t e = 0; e < E_; ++e) {
+        const int64_t n = c[j * E_ + e];
+        expert_totals_[size_t(e)] += n;
+        for (int64_t later = j + 1; later < k_; ++later) before_[size_t(later * E_ + e)] += n;  // earlier choices
+        if (r < me) before_[size_t(j * E_ + e)] += n;                                          // earlier blocks
+      }
+  }
+}
+
 Tensor Moe::forward(const Pass& pass, Tensor x) {
-  const int64_t N = pass.rows();
+  const int64_t N = x.shape[0];  // this process's block of the batch's rows
+  rows_ = N;
+  total_rows_ = N * group_.size();
   x_ = x.f32();
   MoeStats::Times& t = stats_.fwd_ms;
   t = {};
   Laps laps;
+  const bool split = group_.size() > 1;
   {  // route
     const SerialBlas serial;
     CASTOR_KERNEL_CHECK(kc::gemm(false, true, N, E_, C_, 1.0f, x_, C_, router_->w, C_, 0.0f, logits_.f32(), E_));
     CASTOR_KERNEL_CHECK(
         kc::router_topk(logits_.f32(), N, E_, k_, k_ >= 2, probs_.f32(), expert_.data(), gate_.f32()));
-    CASTOR_KERNEL_CHECK(kc::moe_balance_loss(probs_.f32(), expert_.data(), N, E_, k_, &stats_.balance, 0.0f,
-                                             nullptr, nullptr));
-    CASTOR_KERNEL_CHECK(kc::router_z_loss(logits_.f32(), N, E_, &stats_.router_z, 0.0f, nullptr));
+    if (split) group_statistics();
+    double losses[2];
+    CASTOR_KERNEL_CHECK(kc::moe_balance_loss(probs_.f32(), expert_.data(), N, E_, k_, &losses[0], 0.0f, nullptr,
+                                             nullptr, total_rows_, split ? expert_totals_.data() : nullptr));
+    CASTOR_KERNEL_CHECK(kc::router_z_loss(logits_.f32(), N, E_, &losses[1], 0.0f, nullptr, total_rows_));
+    group_.sum(losses, 2);  // each block's share of the batch's losses
+    stats_.balance = losses[0];
+    stats_.router_z = losses[1];
   }
   laps.lap(t.route);
   const int64_t capacity =
-      capacity_factor_ > 0 ? int64_t(std::ceil(capacity_factor_ * double(N * k_) / double(E_))) : -1;
-  dispatcher_->plan(expert_.data(), N, k_, capacity);
+      capacity_factor_ > 0 ? int64_t(std::ceil(capacity_factor_ * double(total_rows_ * k_) / double(E_))) : -1;
+  dispatcher_->plan(expert_.data(), N, k_, capacity, split && capacity >= 0 ? before_.data() : nullptr);
   reserve_rows(dispatcher_->expert_offsets().back());
   laps.lap(t.plan);
   // dispatch -> compute -> combine
   dispatcher_->dispatch(x_, C_, xin_.f32());
   laps.lap(t.dispatch);
   const std::vector<int64_t>& off = dispatcher_->expert_offsets();
-  stats_.min_load = INT64_MAX;
-  stats_.max_load = 0;
-  for (int64_t e = 0; e < dispatcher_->local_experts(); ++e) {
-    const int64_t rows = off[size_t(e) + 1] - off[size_t(e)];
-    stats_.min_load = std::min(stats_.min_load, rows);
-    stats_.max_load = std::max(stats_.max_load, rows);
-  }
+  std::vector<int64_t> counts(size_t(dispatcher_->local_experts()) + 1);  // loads, then dropped assignments
+  for (int64_t e = 0; e < dispatcher_->local_experts(); ++e) counts[size_t(e)] = off[size_t(e) + 1] - off[size_t(e)];
+  counts.back() = dispatcher_->dropped();
+  group_.sum(counts.data(), counts.size());  // over the batch's blocks
+  stats_.min_load = *std::min_element(counts.begin(), counts.end() - 1);
+  stats_.max_load = *std::max_element(counts.begin(), counts.end() - 1);
   tasks_[0].clear();
   add_row_tasks(tasks_[0], Work::kForward, (swiglu_ ? 3 : 2) * F_);
   run_tasks(tasks_, 1);
   laps.lap(t.experts);
-  stats_.assignments = N * k_;
-  stats_.dropped = dispatcher_->dropped();
+  stats_.assignments = total_rows_ * k_;
+  stats_.dropped = counts.back();
   dispatcher_->combine(out_.f32(), gate_.f32(), C_, y_.f32());
   laps.lap(t.combine);
   if (shared_) {
@@ -309,7 +341,7 @@ Tensor Moe::forward(const Pass& pass, Tensor x) {
 }
 
 Tensor Moe::backward(const Pass& pass, Tensor dy) {
-  const int64_t N = pass.rows();
+  const int64_t N = rows_;
   MoeStats::Times& t = stats_.bwd_ms;
   t = {};
   Laps laps;
@@ -332,11 +364,13 @@ Tensor Moe::backward(const Pass& pass, Tensor dy) {
     const SerialBlas serial;
     std::fill(dprobs_.f32(), dprobs_.f32() + N * E_, 0.0f);
     double unused = 0.0;
+    const bool split = group_.size() > 1;
     CASTOR_KERNEL_CHECK(kc::moe_balance_loss(probs_.f32(), expert_.data(), N, E_, k_, &unused, pass.balance_scale,
-                                             dprobs_.f32(), nullptr));
+                                             dprobs_.f32(), nullptr, total_rows_,
+                                             split ? expert_totals_.data() : nullptr));
     CASTOR_KERNEL_CHECK(kc::router_topk_backward(probs_.f32(), expert_.data(), gate_.f32(), dgate_.f32(),
                                                  dprobs_.f32(), N, E_, k_, k_ >= 2, dlogits_.f32()));
-    CASTOR_KERNEL_CHECK(kc::router_z_loss(logits_.f32(), N, E_, &unused, pass.z_scale, dlogits_.f32()));
+    CASTOR_KERNEL_CHECK(kc::router_z_loss(logits_.f32(), N, E_, &unused, pass.z_scale, dlogits_.f32(), total_rows_));
     CASTOR_KERNEL_CHECK(kc::gemm(true, false, E_, C_, N, 1.0f, dlogits_.f32(), E_, x_, C_, 1.0f, router_->g, C_));
     CASTOR_KERNEL_CHECK(
         kc::gemm(false, false, N, C_, E_, 1.0f, dlogits_.f32(), E_, router_->w, C_, 1.0f, dx_.f32(), C_));

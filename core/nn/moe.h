@@ -18,6 +18,7 @@
 #include "core/config.h"
 #include "core/nn/mlp.h"
 #include "core/nn/token_dispatcher.h"
+#include "core/nn/token_group.h"
 #include "kernels/status.h"
 
 namespace castor::nn {
@@ -42,8 +43,10 @@ struct MoeStats {
 class Moe final : public Module {
  public:
   // prefix: "model.layers.3.block_sparse_moe" (llama) or "transformer.h.3.mlp" (gpt2).
+  // group (may be nullptr: one process): the processes holding the other blocks of the rows
+  // (forward's x is this process's block; statistics are the whole batch's).
   Moe(ParamStore& store, Backend& backend, const ModelConfig& cfg, int64_t max_rows, const std::string& prefix,
-      float down_init_std, std::unique_ptr<TokenDispatcher> dispatcher = nullptr);
+      float down_init_std, std::unique_ptr<TokenDispatcher> dispatcher = nullptr, TokenGroup* group = nullptr);
   Tensor forward(const Pass& pass, Tensor x) override;
   Tensor backward(const Pass& pass, Tensor dy) override;
   const MoeStats& stats() const { return stats_; }
@@ -72,8 +75,14 @@ class Moe final : public Module {
   kernels::Status expert_grad_up(int64_t e, int64_t u0, int64_t n);
 
   void reserve_rows(int64_t rows);
+  void group_statistics();
 
   Backend& backend_;
+  TokenGroup& group_;
+  int64_t rows_ = 0, total_rows_ = 0;  // this block's rows, the batch's
+  // Split batches: per (choice, expert) counts of this block and of every block, per-expert
+  // totals, and the batch's assignments before this block's (moe_plan's `before`).
+  std::vector<int64_t> choice_counts_, group_counts_, expert_totals_, before_;
   bool swiglu_;
   int64_t C_, F_, E_, k_;
   double capacity_factor_;

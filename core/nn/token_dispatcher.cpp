@@ -8,13 +8,13 @@ namespace castor::nn {
 
 namespace kc = kernels::cpu;
 
-void LocalDispatcher::plan(const int32_t* expert, int64_t N, int64_t k, int64_t capacity) {
+void LocalDispatcher::plan(const int32_t* expert, int64_t N, int64_t k, int64_t capacity, const int64_t* before) {
   N_ = N;
   k_ = k;
   slot_.resize(size_t(N * k));
   token_of_slot_.resize(size_t(N * k));
   CASTOR_KERNEL_CHECK(kc::moe_plan(expert, N, experts_, k, capacity, offsets_.data(), slot_.data(),
-                                   token_of_slot_.data(), &dropped_));
+                                   token_of_slot_.data(), &dropped_, before));
 }
 
 void LocalDispatcher::dispatch(const float* x, int64_t C, float* expert_in) {

@@ -14,8 +14,10 @@ namespace castor::nn {
 class TokenDispatcher {
  public:
   virtual ~TokenDispatcher() = default;
-  // expert: (N, k) chosen experts per token; capacity < 0: dropless.
-  virtual void plan(const int32_t* expert, int64_t N, int64_t k, int64_t capacity) = 0;
+  // expert: (N, k) chosen experts per token; capacity < 0: dropless. before (k x E, may be
+  // nullptr): these tokens are one block of a batch split over processes (kernels/cpu/moe.h
+  // moe_plan), so that capacity applies to the whole batch.
+  virtual void plan(const int32_t* expert, int64_t N, int64_t k, int64_t capacity, const int64_t* before) = 0;
   virtual int64_t local_experts() const = 0;
   // The global index of local expert 0 (this process holds [first, first + local_experts())).
   virtual int64_t first_local_expert() const { return 0; }
@@ -34,7 +36,7 @@ class TokenDispatcher {
 class LocalDispatcher final : public TokenDispatcher {
  public:
   explicit LocalDispatcher(int64_t experts) : experts_(experts), offsets_(size_t(experts) + 1, 0) {}
-  void plan(const int32_t* expert, int64_t N, int64_t k, int64_t capacity) override;
+  void plan(const int32_t* expert, int64_t N, int64_t k, int64_t capacity, const int64_t* before) override;
   int64_t local_experts() const override { return experts_; }
   const std::vector<int64_t>& expert_offsets() const override { return offsets_; }
   int64_t dropped() const override { return dropped_; }

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <numeric>
 #include <utility>
+#include <vector>
 
 #include "kernels/cpu/vec_math.h"
 
@@ -148,32 +149,38 @@ Status router_topk_backward(const float* probs, const int32_t* expert, const flo
 }
 
 Status moe_balance_loss(const float* probs, const int32_t* expert, int64_t N, int64_t E, int64_t k, double* loss,
-                        float scale, float* dprobs, int64_t* counts) {
-  if (N <= 0 || E <= 0 || k <= 0 || k > E) return Status::kInvalidArgument;
+                        float scale, float* dprobs, int64_t* counts, int64_t N_total, const int64_t* group_counts) {
+  if (N <= 0 || E <= 0 || k <= 0 || k > E || N_total < 0) return Status::kInvalidArgument;
   if (!probs || !expert || !loss) return Status::kInvalidArgument;
   if (Status s = check_ids(expert, N * k, 0, E); s != Status::kOk) return s;
-  // loss = E / (N * N k) * sum_n sum_e count_e * probs[n, e]. Without caller storage for the
-  // counts, experts go in stack-sized blocks (one counting pass over `expert` per block).
+  // loss = E / (Nt * Nt k) * sum_n sum_e count_e * probs[n, e] (Nt = N unsplit). Without caller
+  // storage for the counts, experts go in stack-sized blocks (one counting pass per block).
+  const int64_t Nt = N_total > 0 ? N_total : N;
   int64_t local[kExpertBlock];
-  const int64_t block = counts ? E : kExpertBlock;
-  const double norm = double(E) / (double(N) * double(N) * double(k));
-  const float gscale = float(double(scale) * double(E) / (double(N) * double(N) * double(k)));
+  const int64_t block = counts || group_counts ? E : kExpertBlock;
+  const double norm = double(E) / (double(Nt) * double(Nt) * double(k));
+  const float gscale = float(double(scale) * double(E) / (double(Nt) * double(Nt) * double(k)));
   const bool parallel = N * E >= kParallelMin;
   double total = 0.0;
   for (int64_t e0 = 0; e0 < E; e0 += block) {
     const int64_t e1 = std::min(E, e0 + block);
     int64_t* cnt = counts ? counts : local;
-    std::fill(cnt, cnt + (e1 - e0), int64_t{0});
-    for (int64_t a = 0; a < N * k; ++a) {
-      if (expert[a] >= e0 && expert[a] < e1) ++cnt[expert[a] - e0];
+    if (group_counts) {
+      if (counts) std::copy(group_counts, group_counts + E, counts);
+    } else {
+      std::fill(cnt, cnt + (e1 - e0), int64_t{0});
+      for (int64_t a = 0; a < N * k; ++a) {
+        if (expert[a] >= e0 && expert[a] < e1) ++cnt[expert[a] - e0];
+      }
     }
+    const int64_t* use = group_counts ? group_counts : cnt;
     total += chunked_row_sum(N, parallel, [&](int64_t n) {
       const float* p = probs + n * E;
       double s = 0.0;
-      for (int64_t e = e0; e < e1; ++e) s += double(cnt[e - e0]) * double(p[e]);
+      for (int64_t e = e0; e < e1; ++e) s += double(use[e - e0]) * double(p[e]);
       if (dprobs) {
         float* d = dprobs + n * E;
-        for (int64_t e = e0; e < e1; ++e) d[e] += gscale * float(cnt[e - e0]);
+        for (int64_t e = e0; e < e1; ++e) d[e] += gscale * float(use[e - e0]);
       }
       return s;
     });
@@ -182,10 +189,20 @@ Status moe_balance_loss(const float* probs, const int32_t* expert, int64_t N, in
   return Status::kOk;
 }
 
-Status router_z_loss(const float* logits, int64_t N, int64_t E, double* loss, float scale, float* dlogits) {
-  if (N <= 0 || E <= 0) return Status::kInvalidArgument;
+Status moe_count_assignments(const int32_t* expert, int64_t N, int64_t E, int64_t k, int64_t* counts) {
+  if (N < 0 || E <= 0 || k <= 0 || k > E || !counts || (N > 0 && !expert)) return Status::kInvalidArgument;
+  if (Status s = check_ids(expert, N * k, 0, E); s != Status::kOk) return s;
+  std::fill(counts, counts + k * E, int64_t{0});
+  for (int64_t a = 0; a < N * k; ++a) ++counts[(a % k) * E + expert[a]];
+  return Status::kOk;
+}
+
+Status router_z_loss(const float* logits, int64_t N, int64_t E, double* loss, float scale, float* dlogits,
+                     int64_t N_total) {
+  if (N <= 0 || E <= 0 || N_total < 0) return Status::kInvalidArgument;
   if (!logits || !loss) return Status::kInvalidArgument;
-  const double gscale = 2.0 * double(scale) / double(N);
+  const int64_t Nt = N_total > 0 ? N_total : N;
+  const double gscale = 2.0 * double(scale) / double(Nt);
   const double total = chunked_row_sum(N, N * E >= kParallelMin, [&](int64_t n) {
     const float* x = logits + n * E;
     const double m = double(*std::max_element(x, x + E));
@@ -199,27 +216,33 @@ Status router_z_loss(const float* logits, int64_t N, int64_t E, double* loss, fl
     }
     return lse * lse;
   });
-  *loss = total / double(N);
+  *loss = total / double(Nt);
   return Status::kOk;
 }
 
 Status moe_plan(const int32_t* expert, int64_t N, int64_t E, int64_t k, int64_t capacity, int64_t* offsets,
-                int32_t* slot, int32_t* token_of_slot, int64_t* dropped) {
+                int32_t* slot, int32_t* token_of_slot, int64_t* dropped, const int64_t* before) {
   if (N < 0 || E <= 0 || k <= 0 || k > E) return Status::kInvalidArgument;
   if (N > INT32_MAX / k) return Status::kInvalidArgument;  // slots are int32
   if (!offsets || !dropped) return Status::kInvalidArgument;
   if (N > 0 && (!expert || !slot || !token_of_slot)) return Status::kInvalidArgument;
   if (Status s = check_ids(expert, N * k, 0, E); s != Status::kOk) return s;
   // Pass 1, in priority order (choice j, then token): offsets[e+1] counts what expert e has
-  // kept so far; slot[a] marks kept (0) or dropped (-1).
+  // kept so far (here); filled[e], what the whole batch has, for the capacity; slot[a] marks
+  // kept (0) or dropped (-1). An expert keeps assignments until full: of the batch's earlier
+  // ones it kept min(capacity, their number).
   std::fill(offsets, offsets + E + 1, int64_t{0});
+  std::vector<int64_t> filled(size_t(E), 0);
   int64_t lost = 0;
   for (int64_t j = 0; j < k; ++j) {
+    for (int64_t e = 0; e < E; ++e)
+      filled[size_t(e)] = before ? std::min(std::max<int64_t>(capacity, 0), before[j * E + e]) : filled[size_t(e)];
     for (int64_t n = 0; n < N; ++n) {
       const int64_t a = n * k + j;
-      int64_t& kept = offsets[expert[a] + 1];
+      int64_t& kept = filled[size_t(expert[a])];
       const bool keep = capacity < 0 || kept < capacity;
       kept += keep;
+      offsets[expert[a] + 1] += keep;
       lost += !keep;
       slot[a] = keep ? 0 : -1;
     }

@@ -236,6 +236,62 @@ struct Dispatch {
   Dispatch() : r(route(spaced_logits(N, E, 70), N, E, k)), p(plan(r.expert, N, E, k, 11)) { M = p.offsets[E]; }
 };
 
+// A batch split into blocks (tensor-parallel ranks each routing a block of the rows): with
+// the whole batch's counts, each block's balance and z losses are its share of the whole
+// losses, its probability gradients are the whole batch's rows, and its plan keeps and drops
+// exactly the assignments the whole plan does (capacity counted over the batch).
+TEST(MoeSplitBatch, BlocksReproduceTheWholeBatch) {
+  const int64_t N = 24, E = 4, k = 2, blocks = 3, n = N / blocks, capacity = 7;
+  const VF logits = spaced_logits(N, E, 31);
+  const Routed r = route(logits, N, E, k);
+  double whole_bal = 0.0, whole_z = 0.0;
+  VF dprobs(size_t(N * E), 0.0f), dlogits(size_t(N * E), 0.0f);
+  ASSERT_EQ(moe_balance_loss(r.probs.data(), r.expert.data(), N, E, k, &whole_bal, 0.5f, dprobs.data(), nullptr), kOk);
+  ASSERT_EQ(router_z_loss(logits.data(), N, E, &whole_z, 0.5f, dlogits.data()), kOk);
+  VL offsets(E + 1), whole_kept(E, 0);
+  VI slot(N * k), tos(N * k);
+  int64_t dropped = 0;
+  ASSERT_EQ(moe_plan(r.expert.data(), N, E, k, capacity, offsets.data(), slot.data(), tos.data(), &dropped), kOk);
+  ASSERT_GT(dropped, 0);  // the capacity binds
+
+  VL totals(E, 0);  // the batch's assignments per expert
+  for (int32_t e : r.expert) ++totals[size_t(e)];
+  double bal = 0.0, z = 0.0;
+  int64_t block_dropped = 0;
+  for (int64_t b = 0; b < blocks; ++b) {
+    const int64_t r0 = b * n;
+    VL counts(k * E), before(k * E, 0);
+    ASSERT_EQ(moe_count_assignments(r.expert.data() + r0 * k, n, E, k, counts.data()), kOk);
+    for (int64_t a = 0; a < N * k; ++a) {  // earlier in the order: an earlier choice, or an earlier block's same choice
+      const int64_t j = a % k, token = a / k, e = r.expert[size_t(a)];
+      for (int64_t jj = 0; jj < k; ++jj)
+        if (j < jj || (j == jj && token < r0)) ++before[size_t(jj * E + e)];
+    }
+    double part_bal = 0.0, part_z = 0.0;
+    VF dp(size_t(n * E), 0.0f), dl(size_t(n * E), 0.0f);
+    ASSERT_EQ(moe_balance_loss(r.probs.data() + r0 * E, r.expert.data() + r0 * k, n, E, k, &part_bal, 0.5f, dp.data(),
+                               nullptr, N, totals.data()),
+              kOk);
+    ASSERT_EQ(router_z_loss(logits.data() + r0 * E, n, E, &part_z, 0.5f, dl.data(), N), kOk);
+    bal += part_bal;
+    z += part_z;
+    for (int64_t i = 0; i < n * E; ++i) {
+      EXPECT_FLOAT_EQ(dp[size_t(i)], dprobs[size_t(r0 * E + i)]);
+      EXPECT_NEAR(dl[size_t(i)], dlogits[size_t(r0 * E + i)], 1e-7);
+    }
+    VL off(E + 1);
+    VI s(n * k), t(n * k);
+    int64_t d = 0;
+    ASSERT_EQ(moe_plan(r.expert.data() + r0 * k, n, E, k, capacity, off.data(), s.data(), t.data(), &d, before.data()),
+              kOk);
+    block_dropped += d;
+    for (int64_t a = 0; a < n * k; ++a) EXPECT_EQ(s[size_t(a)] >= 0, slot[size_t(r0 * k + a)] >= 0) << "assignment " << r0 * k + a;
+  }
+  EXPECT_NEAR(bal, whole_bal, 1e-12 * whole_bal);
+  EXPECT_NEAR(z, whole_z, 1e-12 * whole_z);
+  EXPECT_EQ(block_dropped, dropped);
+}
+
 TEST(MoePermuteCombine, MatchesNaiveLoops) {
   Dispatch d;
   const int64_t N = d.N, k = d.k, C = d.C, M = d.M;

@@ -54,7 +54,7 @@ struct Result {
 
 // Expert e maps a row to (e + 1) * row + e (identity: row); its input gradient is (e + 1) * d.
 Result run(nn::TokenDispatcher& d, const Tokens& t, int64_t capacity, int64_t first_expert, bool identity) {
-  d.plan(t.expert.data(), t.N, kK, capacity);
+  d.plan(t.expert.data(), t.N, kK, capacity, nullptr);
   const std::vector<int64_t>& off = d.expert_offsets();
   const size_t n = size_t(std::max<int64_t>(off.back() * kC, 1));  // the kernels take no null rows
   std::vector<float> in(n), out(n), dout(n), din(n);

@@ -79,6 +79,8 @@ def train(model, moe_mode, ranks, accum, options, out, data, finished=True):
         want = (f"layout: tp={opt['--parallel.tp']} dp={opt['--parallel.dp']} pp=1 ep={opt['--parallel.ep']} on "
                 f"{ranks} ranks" + (" (sequence parallel)" if "--parallel.sequence_parallel" in opt else ""))
         check(want in p.stdout, f"the log names the layout: {want}")
+    if moe_mode == CAPACITY:
+        check("dropped)" in p.stdout, "capacity 1.0 drops assignments (the log reports the dropped share)")
     if not finished:
         return p.stdout
     with open(os.path.join(out, "metrics.jsonl")) as f:
