@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "core/nn/layer_builder.h"
+#include "parallel/logical_state.h"
 #include "parallel/mpi_comm.h"
 
 namespace castor::parallel {
@@ -200,6 +201,63 @@ TEST(VocabParallelHead, EqualsTheFusedHeadOverTheWholeVocabulary) {
   // Forward only (evaluation): the same losses, nothing written.
   const auto eval = part->xent(h.data(), w.data() + r * Vl * C, targets.data(), N, nullptr, nullptr, nullptr, nullptr);
   EXPECT_NEAR(eval.loss_sum, rp.loss_sum, 1e-9 * std::abs(rp.loss_sum) + 1e-9);
+}
+
+// Checkpoint state: the shards gathered over tp are the whole tensors (the single-device
+// store with the same seed), cut back out they are the shards, and a replicated param that
+// differs across ranks is an error naming it.
+TEST(LogicalState, GathersShardsAndChecksReplicatedParams) {
+  MpiComm world(MPI_COMM_WORLD, "tp");
+  auto backend = make_cpu_backend(1);
+  const int64_t F = 4 * world.size();
+  TensorParallel split(world, true);
+  ParamStore whole_store, local;
+  for (auto [store, builder] : {std::pair<ParamStore*, nn::LayerBuilder*>{&whole_store, &nn::single_device()},
+                                std::pair<ParamStore*, nn::LayerBuilder*>{&local, &split}}) {
+    builder->column(*store, *backend, kRows, kC, {{"up.weight", "up.bias", F}}, 0.5f);
+    builder->norm(*store, *backend, kRows, kC, Family::kGpt2, "ln", 1e-5f);
+    builder->row(*store, *backend, kRows, F, {"down.weight", "down.bias", kC}, 0.5f);
+    store->allocate(*backend);
+    store->initialize(5);
+  }
+  std::vector<float> m(local.arena_elems()), v(local.arena_elems());
+  for (Param& p : local.params())
+    for (int64_t i = 0; i < p.numel(); ++i) {
+      m[p.offset + size_t(i)] = 2.0f * p.w[i];  // moments: a function of the weights, so their shards match too
+      v[p.offset + size_t(i)] = p.w[i] * p.w[i];
+    }
+  const ArenaMoments moments{m.data(), v.data()};
+  const SplitGroups groups{&world, nullptr};
+  LogicalState state(local, groups, 0, *backend, true);
+  gather_logical(groups, local, &moments, state);
+  for (const Param& w : whole_store.params()) {
+    const Param& got = state.at(w.name);
+    ASSERT_EQ(got.numel(), w.numel()) << w.name;
+    for (int64_t i = 0; i < w.numel(); ++i) {
+      ASSERT_EQ(got.w[i], w.w[i]) << w.name << " element " << i;
+      ASSERT_EQ(state.exp_avg.f32()[got.offset + size_t(i)], 2.0f * w.w[i]) << w.name;
+    }
+  }
+  ParamStore back;  // the same layout, zeros, filled from the whole state
+  split.column(back, *backend, kRows, kC, {{"up.weight", "up.bias", F}}, 0.5f);
+  split.norm(back, *backend, kRows, kC, Family::kGpt2, "ln", 1e-5f);
+  split.row(back, *backend, kRows, F, {"down.weight", "down.bias", kC}, 0.5f);
+  back.allocate(*backend);
+  std::vector<float> m2(back.arena_elems()), v2(back.arena_elems());
+  const ArenaMoments moments2{m2.data(), v2.data()};
+  scatter_logical(state, back, &moments2);
+  for (size_t i = 0; i < local.arena_elems(); ++i) {
+    ASSERT_EQ(back.weights()[i], local.weights()[i]) << "arena element " << i;
+    ASSERT_EQ(m2[i], m[i]);
+    ASSERT_EQ(v2[i], v[i]);
+  }
+  if (world.rank() == 1) local.find("ln.weight")->w[0] += 1e-6f;  // one rank drifts
+  try {
+    gather_logical(groups, local, nullptr, state);
+    ADD_FAILURE() << "a replicated param that differs across ranks was gathered";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("ln.weight"), std::string::npos) << e.what();
+  }
 }
 
 TEST(TensorParallelLayout, RejectsSplitsThatDoNotDivide) {
