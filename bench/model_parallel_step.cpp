@@ -129,25 +129,20 @@ castor::ModelConfig model_config(const Options& o) {
 
 // ---- Routing counts, taken from the router's choices before the dispatcher sees them ----
 
-// Per MoE layer, the kept assignments per expert of this rank's last forward.
+// Per MoE layer, this rank's assignments by (choice j, expert e) in its last forward.
 struct RoutingLog {
-  std::vector<std::vector<int64_t>> kept;  // [moe layer][expert]
+  std::vector<std::vector<int64_t>> choices;  // [moe layer][j * E + e]
 };
 
-// A TokenDispatcher that counts the kept assignments per expert from the router's choices
-// (capacity from the config, as docs/model.md defines it), then hands over to the real one.
+// A TokenDispatcher that counts the router's choices of this rank's rows, then hands over to
+// the real one. What is kept (capacity) is worked out later from every rank's counts.
 class CountingDispatcher final : public castor::nn::TokenDispatcher {
  public:
-  CountingDispatcher(std::unique_ptr<castor::nn::TokenDispatcher> inner, std::vector<int64_t>& kept,
-                     double capacity_factor)
-      : inner_(std::move(inner)), kept_(kept), factor_(capacity_factor) {}
+  CountingDispatcher(std::unique_ptr<castor::nn::TokenDispatcher> inner, std::vector<int64_t>& choices, int64_t E)
+      : inner_(std::move(inner)), choices_(choices), E_(E) {}
   void plan(const int32_t* expert, int64_t N, int64_t k, int64_t capacity, const int64_t* before) override {
-    const int64_t E = int64_t(kept_.size());
-    const int64_t cap = factor_ > 0 ? int64_t(std::ceil(factor_ * double(N * k) / double(E))) : -1;
-    std::vector<int64_t> chosen(size_t(E), 0);
-    for (int64_t a = 0; a < N * k; ++a) chosen[size_t(expert[a])] += 1;
-    // An expert keeps min(chosen, capacity): whatever the order, it fills up to its capacity.
-    for (int64_t e = 0; e < E; ++e) kept_[size_t(e)] = cap < 0 ? chosen[size_t(e)] : std::min(chosen[size_t(e)], cap);
+    choices_.assign(size_t(k * E_), 0);
+    for (int64_t a = 0; a < N * k; ++a) choices_[size_t((a % k) * E_ + expert[a])] += 1;  // a = n * k + j
     inner_->plan(expert, N, k, capacity, before);
   }
   int64_t local_experts() const override { return inner_->local_experts(); }
@@ -168,17 +163,16 @@ class CountingDispatcher final : public castor::nn::TokenDispatcher {
 
  private:
   std::unique_ptr<castor::nn::TokenDispatcher> inner_;
-  std::vector<int64_t>& kept_;
-  double factor_;
+  std::vector<int64_t>& choices_;
+  int64_t E_;
 };
 
 // The layout's LayerBuilder, unchanged, except that each MoE layer's dispatcher is wrapped in
 // a CountingDispatcher (blocks ask for them in layer order).
 class CountingBuilder final : public castor::nn::LayerBuilder {
  public:
-  CountingBuilder(castor::nn::LayerBuilder& inner, RoutingLog& log, const castor::ModelConfig& mc)
-      : inner_(inner), log_(log), mc_(mc) {
-    log_.kept.reserve(size_t(mc.moe_layers()));  // the dispatchers keep references into it
+  CountingBuilder(castor::nn::LayerBuilder& inner, RoutingLog& log, int64_t moe_layers) : inner_(inner), log_(log) {
+    log_.choices.reserve(size_t(moe_layers));  // the dispatchers keep references into it
   }
   int tp_size() const override { return inner_.tp_size(); }
   int tp_rank() const override { return inner_.tp_rank(); }
@@ -205,15 +199,54 @@ class CountingBuilder final : public castor::nn::LayerBuilder {
     return inner_.vocab_head(b, chunk, C, V);
   }
   std::unique_ptr<castor::nn::TokenDispatcher> dispatcher(int64_t experts) override {
-    CASTOR_CHECK(log_.kept.size() < log_.kept.capacity(), "more MoE dispatchers than MoE layers");
-    log_.kept.emplace_back(size_t(experts), 0);
-    return std::make_unique<CountingDispatcher>(inner_.dispatcher(experts), log_.kept.back(), mc_.moe_capacity);
+    CASTOR_CHECK(log_.choices.size() < log_.choices.capacity(), "more MoE dispatchers than MoE layers");
+    log_.choices.emplace_back();
+    return std::make_unique<CountingDispatcher>(inner_.dispatcher(experts), log_.choices.back(), experts);
+  }
+  castor::nn::TokenGroup* token_group() override { return inner_.token_group(); }
+  std::unique_ptr<castor::nn::Module> split_tokens(std::unique_ptr<castor::nn::Module> layer,
+                                                   std::vector<castor::Param*> params, castor::Backend& b, int64_t rows,
+                                                   int64_t C) override {
+    return inner_.split_tokens(std::move(layer), std::move(params), b, rows, C);
   }
 
  private:
   castor::nn::LayerBuilder& inner_;
   RoutingLog& log_;
-  const castor::ModelConfig& mc_;
+};
+
+// Every rank's choice counts after the run, and what they imply: the kept assignments per
+// expert of a rank's rows and the rows its dispatcher moves over ep.
+struct Routing {
+  std::vector<int64_t> choices;  // [rank][timed step][moe layer][j][e]
+  int64_t steps, M, k, E;
+  int64_t capacity;  // per expert over the micro-batch (docs/model.md), -1: dropless
+  const castor::parallel::Mesh* mesh;
+
+  int64_t at(int rank, int64_t s, int64_t l, int64_t j, int64_t e) const {
+    return choices[size_t((((rank * steps + s) * M + l) * k + j) * E + e)];
+  }
+  // Kept assignments per expert of rank r's rows. Under tp the micro-batch's rows are split
+  // over the tp group in rank order and the capacity counts the whole batch choice by choice
+  // (kernels/cpu/moe.h moe_plan): expert e keeps the first `capacity` of the j = 0
+  // assignments of block 0, block 1, ..., then of the j = 1 ones, and so on.
+  std::vector<int64_t> kept(int r, int64_t s, int64_t l) const {
+    std::vector<int64_t> out(size_t(E), 0);
+    const std::vector<int> tp_group = mesh->groups(r).tp;
+    for (int64_t e = 0; e < E; ++e) {
+      int64_t before = 0;  // the batch's assignments to e ahead of rank r's current choice
+      for (int64_t j = 0; j < k; ++j) {
+        for (int q : tp_group) {
+          if (q == r) {
+            const int64_t n = at(r, s, l, j, e);
+            out[size_t(e)] += capacity < 0 ? n : std::min(n, std::max<int64_t>(0, capacity - before));
+          }
+          before += at(q, s, l, j, e);
+        }
+      }
+    }
+    return out;
+  }
 };
 
 // ---- The analytic formula ----
@@ -238,34 +271,53 @@ struct Expected {
 };
 
 struct Dims {
-  int64_t N, C, L, M, D, V, E, K;  // rows, d_model, layers, MoE layers, dense layers, vocab, experts, head chunks
-  int64_t Pn;                        // params of one norm: 2C (LayerNorm) or C (RMSNorm)
-  bool bias;                         // gpt2: row-parallel layers have a (replicated) bias
+  int64_t N, C, L, M, D, V, E, k, K;  // rows, d_model, layers, MoE / dense layers, vocab, experts, top-k, head chunks
+  int64_t Pn;                         // params of one norm: 2C (LayerNorm) or C (RMSNorm)
+  bool bias;                          // gpt2: row-parallel layers have a (replicated) bias
 };
 
 Dims dims_of(const castor::ModelConfig& mc, int64_t B, int64_t T) {
-  const int64_t N = B * T;
-  const int64_t chunk = castor::Transformer::head_chunk_rows(N, mc.vocab_size);
-  const bool gpt2 = mc.family == castor::Family::kGpt2;
-  return {N, mc.d_model, mc.n_layers, mc.moe_layers(), mc.n_layers - mc.moe_layers(), mc.vocab_size, mc.moe_experts,
-          (N + chunk - 1) / chunk, gpt2 ? 2 * mc.d_model : mc.d_model, gpt2};
+  Dims d;
+  d.N = B * T;
+  d.C = mc.d_model;
+  d.L = mc.n_layers;
+  d.M = mc.moe_layers();
+  d.D = d.L - d.M;
+  d.V = mc.vocab_size;
+  d.E = mc.moe_experts;
+  d.k = mc.moe_top_k;
+  const int64_t chunk = castor::Transformer::head_chunk_rows(d.N, d.V);
+  d.K = (d.N + chunk - 1) / chunk;
+  d.bias = mc.family == castor::Family::kGpt2;  // gpt2 also means LayerNorm
+  d.Pn = d.bias ? 2 * d.C : d.C;
+  return d;
+}
+
+// Parameters of one expert (gpt2: up and down weights and biases; llama: w1, w3, w2).
+int64_t expert_params(const castor::ModelConfig& mc) {
+  const int64_t C = mc.d_model, F = mc.expert_ffn_dim();
+  return mc.family == castor::Family::kGpt2 ? 2 * C * F + F + C : 3 * C * F;
+}
+
+// Parameters of one MoE layer on a rank: router, its E/ep experts, the shared expert.
+int64_t moe_layer_params(const castor::ModelConfig& mc, int ep) {
+  return mc.moe_experts * mc.d_model + (mc.moe_experts / ep + (mc.moe_shared_expert ? 1 : 0)) * expert_params(mc);
 }
 
 // Parameters one rank holds, from the config: [0] all but the experts, [1] its experts.
 std::array<int64_t, 2> local_params(const castor::ModelConfig& mc, int tp, int ep) {
   const bool gpt2 = mc.family == castor::Family::kGpt2;
   const int64_t C = mc.d_model, V = mc.vocab_size, hd = mc.head_dim(), H = mc.n_heads, KVH = mc.kv_heads();
-  const int64_t F = mc.ffn_dim(), Fe = mc.expert_ffn_dim(), norm = gpt2 ? 2 * C : C;
+  const int64_t F = mc.ffn_dim(), norm = gpt2 ? 2 * C : C;
   int64_t dense = V / tp * C + (gpt2 ? mc.max_seq_len * C : 0) + norm;  // embeddings, final norm
-  if (!gpt2) dense += V / tp * C;                                        // untied LM head
+  if (!gpt2) dense += V / tp * C;                                       // untied LM head
   int64_t experts = 0;
-  const int64_t expert = gpt2 ? 2 * C * Fe + Fe + C : 3 * C * Fe;
   for (int64_t l = 0; l < mc.n_layers; ++l) {
     dense += 2 * norm + (H + 2 * KVH) * hd * C / tp + H * hd * C / tp;  // norms, qkv, out projection
     if (gpt2) dense += (H + 2 * KVH) * hd / tp + C;                     // their biases (out: replicated)
     if (mc.is_moe_layer(l)) {
-      dense += mc.moe_experts * C + (mc.moe_shared_expert ? expert : 0);  // router, shared expert
-      experts += mc.moe_experts / ep * expert;
+      dense += mc.moe_experts * C + (mc.moe_shared_expert ? expert_params(mc) : 0);  // router, shared expert
+      experts += mc.moe_experts / ep * expert_params(mc);
     } else {
       dense += gpt2 ? 2 * C * F / tp + F / tp + C : 3 * C * F / tp;
     }
@@ -275,10 +327,13 @@ std::array<int64_t, 2> local_params(const castor::ModelConfig& mc, int tp, int e
 
 int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
 
-// Tensor parallelism per step: the regions around split layers (4NC bytes each), the
-// vocabulary-parallel head (per chunk a max of 4 bytes and two sums of 8 bytes per row), and
-// under SP the norms' and row-parallel biases' summed weight gradients; the grad norm's sum.
-void expect_tp(Expected& x, const Dims& d, bool sp, int64_t steps) {
+// Tensor parallelism per step. Regions around the split attention and dense MLPs (4NC bytes
+// each), the vocabulary-parallel head (per chunk a max of 4 bytes and two sums of 8 bytes per
+// row), under SP the norms' and row-parallel biases' summed weight gradients, the grad norm's
+// sum. MoE layers: each rank routes N/tp rows; per layer the router statistics (choice counts
+// all-gathered, losses and loads summed), the layer's gradients summed (Pm params), and
+// without SP its output and input gradient all-gathered back to every row.
+void expect_tp(Expected& x, const Dims& d, bool sp, int tp, int ep, int64_t Pm, int64_t steps) {
   const int64_t act = 4 * d.N * d.C;
   auto add = [&](CommOp op, int64_t calls, int64_t bytes, const std::string& term) {
     x.add(kTp, op, calls * steps, bytes * steps, term);
@@ -286,17 +341,22 @@ void expect_tp(Expected& x, const Dims& d, bool sp, int64_t steps) {
   if (!sp) {
     // Forward: embedding (kReduce) + L attention + D MLP exits; backward: head entry + L + D entries.
     add(CommOp::all_reduce, 2 + 2 * (d.L + d.D), (2 + 2 * (d.L + d.D)) * act, "(2+2(L+D))*4NC");
+    add(CommOp::all_gather, 2 * d.M, 2 * d.M * act, "2M*4NC");
   } else {
-    // kEnter fwd / kExit bwd per attention, per MLP or MoE (kGather fwd / kScatter bwd), head entry, embedding bwd.
-    add(CommOp::all_gather, 4 * d.L + 2, (4 * d.L + 2) * act, "(4L+2)*4NC");
-    // kExit fwd per attention and MLP, kEnter bwd per attention and MLP, head entry bwd.
+    // kEnter fwd and kExit bwd per attention and dense MLP, head entry fwd, embedding kScatter bwd.
+    add(CommOp::all_gather, 2 * (d.L + d.D) + 2, (2 * (d.L + d.D) + 2) * act, "(2(L+D)+2)*4NC");
+    // kExit fwd and kEnter bwd per attention and dense MLP, head entry bwd.
     add(CommOp::reduce_scatter, 2 * (d.L + d.D) + 1, (2 * (d.L + d.D) + 1) * act, "(2(L+D)+1)*4NC");
-    add(CommOp::all_reduce, 1, act, "4NC");  // the embedding's kReduce: still a full all-reduce
+    add(CommOp::all_reduce, 1, act, "4NC");  // the embedding's kReduce: a full all-reduce
     add(CommOp::all_reduce, 2 * d.L + 1, (2 * d.L + 1) * 4 * d.Pn, "(2L+1)*4Pn");
     if (d.bias) add(CommOp::all_reduce, d.L + d.D, (d.L + d.D) * 4 * d.C, "(L+D)*4C");
   }
   add(CommOp::all_reduce, 2 * d.K, 20 * d.N, "20N");
   add(CommOp::all_reduce, 1, 8, "8");
+  if (d.M == 0) return;
+  add(CommOp::all_gather, d.M, d.M * 8 * d.k * d.E * tp, "M*8kE*tp");
+  add(CommOp::all_reduce, 2 * d.M, d.M * (16 + 8 * (d.E / ep + 1)), "M*(16+8(E/ep+1))");
+  add(CommOp::all_reduce, d.M, d.M * 4 * Pm, "M*4Pm");
 }
 
 // Gradient buckets of one arena domain over a group of `ranks` (stage 0: all-reduce; 1, 2:
@@ -331,12 +391,11 @@ void expect_dp(Expected& x, const castor::ModelConfig& mc, const Dims& d, const 
     expect_buckets(x, kDp, round_up(dense + experts, l.dp), l.dp, l.stage, l.bucket_elems, steps);
   }
   if (l.dp > 1) x.add(kDp, CommOp::all_reduce, steps, 8 * (4 + 2 * castor::kLossTerms + 4 * d.M) * steps, "8(18+4M)");
-  if (l.stage > 0) x.add(kDp, CommOp::all_reduce, steps, 24 * steps, "24");
-  else if (l.ep > 1) x.add(kEp, CommOp::all_reduce, steps, 8 * steps, "8");
+  if (l.stage > 0)
+    x.add(kDp, CommOp::all_reduce, steps, 24 * steps, "24");
+  else if (l.ep > 1)
+    x.add(kEp, CommOp::all_reduce, steps, 8 * steps, "8");
 }
-
-// Routing counts of every rank: kept[rank][step][moe layer][expert].
-using AllRouting = std::vector<int64_t>;
 
 struct RowsMoved {
   int64_t out = 0, in = 0;  // rows this rank sends to / receives from other ep ranks
@@ -344,30 +403,31 @@ struct RowsMoved {
 
 // Expert parallelism for rank r, MoE layer l of timed step s: rows of its tokens kept for
 // experts on other ep ranks (out), and of the other ranks' tokens for its experts (in).
-RowsMoved rows_moved(const AllRouting& kept, const Dims& d, int64_t steps, int r, int64_t s, int64_t l,
-                     const std::vector<int>& ep_group) {
-  auto at = [&](int rank, int64_t e) { return kept[size_t(((rank * steps + s) * d.M + l) * d.E + e)]; };
+RowsMoved rows_moved(const Routing& routing, int r, int64_t s, int64_t l) {
+  const std::vector<int> ep_group = routing.mesh->groups(r).ep;
   const int ep = int(ep_group.size());
   const int me = int(std::find(ep_group.begin(), ep_group.end(), r) - ep_group.begin());
-  const int64_t per = d.E / ep, first = me * per;
+  const int64_t per = routing.E / ep, first = me * per;
   RowsMoved m;
-  for (int64_t e = 0; e < d.E; ++e)
-    if (e < first || e >= first + per) m.out += at(r, e);
-  for (int q : ep_group)
-    if (q != r)
-      for (int64_t e = first; e < first + per; ++e) m.in += at(q, e);
+  const std::vector<int64_t> mine = routing.kept(r, s, l);
+  for (int64_t e = 0; e < routing.E; ++e)
+    if (e < first || e >= first + per) m.out += mine[size_t(e)];
+  for (int q : ep_group) {
+    if (q == r) continue;
+    const std::vector<int64_t> theirs = routing.kept(q, s, l);
+    for (int64_t e = first; e < first + per; ++e) m.in += theirs[size_t(e)];
+  }
   return m;
 }
 
 // Per MoE layer: the count exchange (E/ep int64 to each other rank), then dispatch and
 // combine's backward send the out rows, combine and dispatch's backward the in rows (4C each).
-void expect_ep(Expected& x, const AllRouting& kept, const Dims& d, int64_t steps, int r,
-               const std::vector<int>& ep_group) {
-  const int64_t ep = int64_t(ep_group.size());
+void expect_ep(Expected& x, const Routing& routing, const Dims& d, int r) {
+  const int64_t ep = int64_t(routing.mesh->groups(r).ep.size());
   if (ep == 1) return;
-  for (int64_t s = 0; s < steps; ++s) {
+  for (int64_t s = 0; s < routing.steps; ++s) {
     for (int64_t l = 0; l < d.M; ++l) {
-      const RowsMoved m = rows_moved(kept, d, steps, r, s, l, ep_group);
+      const RowsMoved m = rows_moved(routing, r, s, l);
       x.add(kEp, CommOp::all_to_all, 5, 8 * (d.E / ep) * (ep - 1) + 8 * d.C * (m.out + m.in), "");
     }
   }
@@ -405,15 +465,18 @@ std::vector<T> gather_all(const std::vector<T>& mine, MPI_Datatype type, int ran
 
 std::string num(double v) {
   char s[48];
-  if (v == std::floor(v)) std::snprintf(s, sizeof s, "%.0f", v);
-  else std::snprintf(s, sizeof s, "%.1f", v);
+  if (v == std::floor(v))
+    std::snprintf(s, sizeof s, "%.0f", v);
+  else
+    std::snprintf(s, sizeof s, "%.1f", v);
   return s;
 }
 
 // Table 1: per rank, group and operation: measured against formula, per step.
 bool print_volume(const std::vector<RankData>& data, const std::vector<Expected>& expected, int64_t steps) {
-  std::printf("\n| rank | group | operation | calls/step measured | calls/step formula | bytes/step measured | "
-              "bytes/step formula | MB/step | measured / formula | formula (bytes per step) |\n");
+  std::printf(
+      "\n| rank | group | operation | calls/step measured | calls/step formula | bytes/step measured | "
+      "bytes/step formula | MB/step | measured / formula | formula (bytes per step) |\n");
   std::printf("|---:|---|---|---:|---:|---:|---:|---:|---:|---|\n");
   bool all_match = true;
   for (size_t r = 0; r < data.size(); ++r) {
@@ -427,8 +490,10 @@ bool print_volume(const std::vector<RankData>& data, const std::vector<Expected>
         const bool match = calls == uint64_t(e.calls) && bytes == uint64_t(e.bytes);
         all_match = all_match && match;
         char ratio[32];
-        if (e.bytes > 0) std::snprintf(ratio, sizeof ratio, "%.6f%s", double(bytes) / double(e.bytes), match ? "" : " (!)");
-        else std::snprintf(ratio, sizeof ratio, "%s", match ? "-" : "- (!)");
+        if (e.bytes > 0)
+          std::snprintf(ratio, sizeof ratio, "%.6f%s", double(bytes) / double(e.bytes), match ? "" : " (!)");
+        else
+          std::snprintf(ratio, sizeof ratio, "%s", match ? "-" : "- (!)");
         std::printf("| %zu | %s | %s | %s | %s | %s | %s | %.3f | %s | %s |\n", r, kGroupName[g],
                     castor::comm_op_name(CommOp(op)), num(double(calls) / double(steps)).c_str(),
                     num(double(e.calls) / double(steps)).c_str(), num(double(bytes) / double(steps)).c_str(),
@@ -451,7 +516,8 @@ TimeSummary print_times(const std::vector<RankData>& data, int64_t steps) {
       if (d.calls[i] > 0 && std::find(cols.begin(), cols.end(), i) == cols.end()) cols.push_back(i);
   std::printf("\n| rank | step ms |");
   for (size_t c : cols)
-    std::printf(" wait %s %s ms |", kGroupName[c / castor::kCommOps], castor::comm_op_name(CommOp(c % castor::kCommOps)));
+    std::printf(" wait %s %s ms |", kGroupName[c / castor::kCommOps],
+                castor::comm_op_name(CommOp(c % castor::kCommOps)));
   std::printf(" waits ms | compute ms | waits / step |\n|---:|---:|");
   for (size_t k = 0; k < cols.size(); ++k) std::printf("---:|");
   std::printf("---:|---:|---:|\n");
@@ -475,33 +541,48 @@ TimeSummary print_times(const std::vector<RankData>& data, int64_t steps) {
 }
 
 // Routing summary: per rank, rows per step sent to / received from other ep ranks, by layer.
-void print_routing(const AllRouting& kept, const Dims& d, int64_t steps, const castor::parallel::Mesh& mesh,
-                   int ranks) {
-  std::printf("\nexpert parallelism: rows per step (mean over the timed steps) moved by each rank's dispatcher, from "
-              "the router's kept assignments (out: its tokens for experts on other ep ranks; in: other ranks' "
-              "tokens for its experts)\n\n| rank |");
-  for (int64_t l = 0; l < d.M; ++l) std::printf(" MoE layer %lld out / in |", static_cast<long long>(l));
+void print_routing(const Routing& routing, int ranks) {
+  std::printf(
+      "\nexpert parallelism: rows per step (mean over the timed steps) moved by each rank's dispatcher, from "
+      "the router's kept assignments (out: its tokens for experts on other ep ranks; in: other ranks' "
+      "tokens for its experts)\n\n| rank |");
+  for (int64_t l = 0; l < routing.M; ++l) std::printf(" MoE layer %lld out / in |", static_cast<long long>(l));
   std::printf(" all layers out / in |\n|---:|");
-  for (int64_t l = 0; l <= d.M; ++l) std::printf("---:|");
+  for (int64_t l = 0; l <= routing.M; ++l) std::printf("---:|");
   std::printf("\n");
+  const double steps = double(routing.steps);
   for (int r = 0; r < ranks; ++r) {
-    const std::vector<int> group = mesh.groups(r).ep;
     RowsMoved total;
     std::printf("| %d |", r);
-    for (int64_t l = 0; l < d.M; ++l) {
+    for (int64_t l = 0; l < routing.M; ++l) {
       RowsMoved sum;
-      for (int64_t s = 0; s < steps; ++s) {
-        const RowsMoved m = rows_moved(kept, d, steps, r, s, l, group);
+      for (int64_t s = 0; s < routing.steps; ++s) {
+        const RowsMoved m = rows_moved(routing, r, s, l);
         sum.out += m.out;
         sum.in += m.in;
       }
       total.out += sum.out;
       total.in += sum.in;
-      std::printf(" %s / %s |", num(double(sum.out) / double(steps)).c_str(), num(double(sum.in) / double(steps)).c_str());
+      std::printf(" %s / %s |", num(double(sum.out) / steps).c_str(), num(double(sum.in) / steps).c_str());
     }
-    std::printf(" %s / %s |\n", num(double(total.out) / double(steps)).c_str(),
-                num(double(total.in) / double(steps)).c_str());
+    std::printf(" %s / %s |\n", num(double(total.out) / steps).c_str(), num(double(total.in) / steps).c_str());
   }
+}
+
+// Kept assignments of each tp group's rows (from the choice counts) against what the MoE
+// layers reported (MoeStats: assignments - dropped, summed over the tp group); the number of
+// (rank, step, layer) that disagree.
+int check_routing(const Routing& routing, const std::vector<int64_t>& reported, int ranks) {
+  int bad = 0;
+  for (int r = 0; r < ranks; ++r)
+    for (int64_t s = 0; s < routing.steps; ++s)
+      for (int64_t l = 0; l < routing.M; ++l) {
+        int64_t kept = 0;
+        for (int q : routing.mesh->groups(r).tp)
+          for (int64_t n : routing.kept(q, s, l)) kept += n;
+        bad += kept != reported[size_t((r * routing.steps + s) * routing.M + l)];
+      }
+  return bad;
 }
 
 std::string layout_name(const Layout& l) {
@@ -545,14 +626,104 @@ struct TokenPool {
   }
 };
 
+// What runs: model, layout, the formula's inputs, params per rank (formula and store).
+void print_setup(const Options& o, const castor::ModelConfig& mc, const Dims& d, const Layout& layout, int ranks,
+                 size_t store_numel, const std::string& sync_described) {
+  const auto params = local_params(mc, o.tp, o.ep);
+  std::printf(
+      "castor %s (%s): %lld layers (%lld MoE), d_model %lld, heads %lld/%lld, vocab %lld, batch %lld x %lld "
+      "per dp rank; layout %s on %d ranks, %d thread(s) per rank\n",
+      o.model.c_str(), castor::family_name(mc.family).c_str(), static_cast<long long>(mc.n_layers),
+      static_cast<long long>(d.M), static_cast<long long>(mc.d_model), static_cast<long long>(mc.n_heads),
+      static_cast<long long>(mc.kv_heads()), static_cast<long long>(mc.vocab_size), static_cast<long long>(o.batch),
+      static_cast<long long>(o.seq_len), layout_name(layout).c_str(), ranks, castor::kernels::cpu::num_threads());
+  if (mc.moe_experts > 0)
+    std::printf("MoE: %lld experts, top-%lld, expert hidden %lld, %s\n", static_cast<long long>(mc.moe_experts),
+                static_cast<long long>(mc.moe_top_k), static_cast<long long>(mc.expert_ffn_dim()),
+                mc.moe_capacity > 0 ? ("capacity factor " + num(mc.moe_capacity)).c_str() : "dropless");
+  std::printf(
+      "formula inputs: N = B*T = %lld rows, C = %lld, L = %lld, M = %lld, D = L-M = %lld, V = %lld, head "
+      "chunk %lld rows -> K = %lld chunks, Pn = %lld (%s), row-parallel biases: %s, E = %lld, k = %lld, "
+      "Pm = %lld (params of one MoE layer on a rank)\n",
+      static_cast<long long>(d.N), static_cast<long long>(d.C), static_cast<long long>(d.L),
+      static_cast<long long>(d.M), static_cast<long long>(d.D), static_cast<long long>(d.V),
+      static_cast<long long>(castor::Transformer::head_chunk_rows(d.N, d.V)), static_cast<long long>(d.K),
+      static_cast<long long>(d.Pn), d.bias ? "LayerNorm" : "RMSNorm", d.bias ? "yes" : "no",
+      static_cast<long long>(d.E), static_cast<long long>(d.k),
+      static_cast<long long>(d.M > 0 ? moe_layer_params(mc, o.ep) : 0));
+  std::printf("params per rank: formula %lld (+ %lld expert), store %zu; %s\n", static_cast<long long>(params[0]),
+              static_cast<long long>(params[1]), store_numel, sync_described.c_str());
+  std::printf("steps: %lld warm-up + %lld timed (CommStats reset after the warm-up)\n",
+              static_cast<long long>(o.warmup), static_cast<long long>(o.steps));
+  std::fflush(stdout);
+}
+
+// Rank 0, with every rank's numbers: the volume table against the formula, the routing
+// check and summary, the time table, and the RESULT line.
+void report(const Options& o, const castor::ModelConfig& mc, const Dims& d, const Layout& layout,
+            const std::vector<uint64_t>& calls, const std::vector<uint64_t>& bytes, const std::vector<double>& step_ms,
+            const std::vector<double>& wait_ms, const Routing& routing, const std::vector<int64_t>& reported,
+            int ranks) {
+  const size_t G = size_t(kGroups * castor::kCommOps), S = size_t(o.steps);
+  const int64_t B = o.batch, T = o.seq_len;
+  std::vector<RankData> data(static_cast<size_t>(ranks));
+  std::vector<Expected> expected(static_cast<size_t>(ranks));
+  for (int r = 0; r < ranks; ++r) {
+    auto part = [&](const auto& v, size_t n) {
+      using V = std::decay_t<decltype(v)>;
+      return V(v.begin() + std::ptrdiff_t(size_t(r) * n), v.begin() + std::ptrdiff_t(size_t(r + 1) * n));
+    };
+    data[size_t(r)] = {part(calls, G), part(bytes, G), part(step_ms, S), part(wait_ms, G * S)};
+    if (o.tp > 1) expect_tp(expected[size_t(r)], d, layout.sp, o.tp, o.ep, moe_layer_params(mc, o.ep), o.steps);
+    expect_dp(expected[size_t(r)], mc, d, layout, o.steps);
+    if (d.M > 0) expect_ep(expected[size_t(r)], routing, d, r);
+  }
+  std::printf(
+      "\ncommunication per step per rank, counted by the communicators (CommStats over %lld timed steps, "
+      "divided by %lld) against the formula\n",
+      static_cast<long long>(o.steps), static_cast<long long>(o.steps));
+  const bool match = print_volume(data, expected, o.steps);
+  std::printf("\nmeasured %s the formula exactly (calls and bytes, every rank, group and operation)\n",
+              match ? "EQUALS" : "DIFFERS FROM");
+  if (d.M > 0)
+    std::printf(
+        "routing counts (kept per expert, from the router's choices) against MoeStats' assignments - "
+        "dropped: %d mismatching (rank, step, layer) of %lld\n",
+        check_routing(routing, reported, ranks), static_cast<long long>(ranks * o.steps * d.M));
+  if (d.M > 0 && o.ep > 1) print_routing(routing, ranks);
+  std::printf(
+      "\nstep time per rank, medians over %lld timed steps (each after a barrier); waits: CommStats wait_s, "
+      "time blocked in a wait; compute = step - waits (median of the per-step difference)\n",
+      static_cast<long long>(o.steps));
+  const TimeSummary t = print_times(data, o.steps);
+  uint64_t group_bytes[kGroups] = {};
+  for (int g = 0; g < kGroups; ++g)
+    for (int op = 0; op < castor::kCommOps; ++op) group_bytes[g] += data[0].bytes[size_t(g * castor::kCommOps + op)];
+  const int64_t tokens = layout.dp * B * T;  // per step, over the job
+  std::printf("\ntokens per step %lld (dp %d x %lld x %lld): %.1f tokens/s at the slowest rank's median step\n",
+              static_cast<long long>(tokens), layout.dp, static_cast<long long>(B), static_cast<long long>(T),
+              double(tokens) / (t.step_ms / 1e3));
+  std::printf(
+      "RESULT layout=%s model=%s tokens_per_s=%.1f step_ms=%.1f compute_ms=%.1f wait_ms=%.1f tp_bytes=%.0f "
+      "ep_bytes=%.0f dp_bytes=%.0f edp_bytes=%.0f match=%d\n",
+      layout_label(layout).c_str(), o.model.c_str(), double(tokens) / (t.step_ms / 1e3), t.step_ms, t.compute_ms,
+      t.wait_ms, double(group_bytes[kTp]) / double(o.steps), double(group_bytes[kEp]) / double(o.steps),
+      double(group_bytes[kDp]) / double(o.steps), double(group_bytes[kEdp]) / double(o.steps), match ? 1 : 0);
+}
+
 int run(const Options& o) {
   castor::parallel::MpiComm world(MPI_COMM_WORLD, "world");
   const int ranks = world.size();
   const bool lead = world.rank() == 0;
   const castor::parallel::Mesh mesh({o.tp, 0, 1, o.ep}, ranks);
   const castor::parallel::ProcessGroups groups = castor::parallel::ProcessGroups::build(mesh, world);
-  const Layout layout{o.tp, mesh.shape().dp, o.ep, mesh.shape().edp(), mesh.shape().dp > 1 ? o.zero : 0,
-                      o.sp && o.tp > 1, std::max<int64_t>(1, int64_t(o.bucket_mb * 1e6 / sizeof(float)))};
+  const Layout layout{o.tp,
+                      mesh.shape().dp,
+                      o.ep,
+                      mesh.shape().edp(),
+                      mesh.shape().dp > 1 ? o.zero : 0,
+                      o.sp && o.tp > 1,
+                      std::max<int64_t>(1, int64_t(o.bucket_mb * 1e6 / sizeof(float)))};
   const castor::ModelConfig mc = model_config(o);
   const int64_t B = o.batch, T = o.seq_len;
   castor::parallel::TensorParallel::check_layout(mc, o.tp, o.ep, layout.sp, B, T);
@@ -562,8 +733,8 @@ int run(const Options& o) {
   std::unique_ptr<castor::nn::LayerBuilder> split;
   if (o.tp > 1 || o.ep > 1)
     split = std::make_unique<castor::parallel::TensorParallel>(*groups.tp, layout.sp, groups.ep.get());
-  RoutingLog routing;
-  CountingBuilder builder(split ? *split : castor::nn::single_device(), routing, mc);
+  RoutingLog routing_log;
+  CountingBuilder builder(split ? *split : castor::nn::single_device(), routing_log, mc.moe_layers());
   castor::ParamStore store;
   castor::Transformer model(mc, store, *backend, B, T, builder);
   using castor::parallel::DataParallel;
@@ -575,43 +746,19 @@ int run(const Options& o) {
   castor::AdamW optim = sync.make_optimizer(oc);
   const castor::LossConfig losses;  // castor train's defaults: lm + balance + router_z
   const Dims d = dims_of(mc, B, T);
-  const auto params = local_params(mc, o.tp, o.ep);
 
-  if (lead) {
-    std::printf("castor %s (%s): %lld layers (%lld MoE), d_model %lld, heads %lld/%lld, vocab %lld, batch %lld x %lld "
-                "per dp rank; layout %s on %d ranks, %d thread(s) per rank\n",
-                o.model.c_str(), castor::family_name(mc.family).c_str(), static_cast<long long>(mc.n_layers),
-                static_cast<long long>(d.M), static_cast<long long>(mc.d_model), static_cast<long long>(mc.n_heads),
-                static_cast<long long>(mc.kv_heads()), static_cast<long long>(mc.vocab_size),
-                static_cast<long long>(B), static_cast<long long>(T), layout_name(layout).c_str(), ranks,
-                castor::kernels::cpu::num_threads());
-    if (mc.moe_experts > 0)
-      std::printf("MoE: %lld experts, top-%lld, expert hidden %lld, %s\n", static_cast<long long>(mc.moe_experts),
-                  static_cast<long long>(mc.moe_top_k), static_cast<long long>(mc.expert_ffn_dim()),
-                  mc.moe_capacity > 0 ? ("capacity factor " + num(mc.moe_capacity)).c_str() : "dropless");
-    std::printf("formula inputs: N = B*T = %lld rows, C = %lld, L = %lld, M = %lld, D = L-M = %lld, V = %lld, head "
-                "chunk %lld rows -> K = %lld chunks, Pn = %lld (%s), row-parallel biases: %s\n",
-                static_cast<long long>(d.N), static_cast<long long>(d.C), static_cast<long long>(d.L),
-                static_cast<long long>(d.M), static_cast<long long>(d.D), static_cast<long long>(d.V),
-                static_cast<long long>(castor::Transformer::head_chunk_rows(d.N, d.V)), static_cast<long long>(d.K),
-                static_cast<long long>(d.Pn), d.bias ? "LayerNorm" : "RMSNorm", d.bias ? "yes" : "no");
-    std::printf("params per rank: formula %lld (+ %lld expert), store %zu; %s\n", static_cast<long long>(params[0]),
-                static_cast<long long>(params[1]), store.numel(), sync.describe().c_str());
-    std::printf("steps: %lld warm-up + %lld timed (CommStats reset after the warm-up)\n",
-                static_cast<long long>(o.warmup), static_cast<long long>(o.steps));
-    std::fflush(stdout);
-  }
+  if (lead) print_setup(o, mc, d, layout, ranks, store.numel(), sync.describe());
 
   // tp ranks of one dp rank read the same tokens; dp ranks different ones.
   const TokenPool pool(B, T, mc.vocab_size, o.seed + uint64_t(groups.coord.dp));
   const std::array<castor::Communicator*, kGroups> comms = {groups.tp.get(), groups.dp.get(), groups.ep.get(),
-                                                             groups.edp.get()};
+                                                            groups.edp.get()};
   const float micro_scale = 1.0f / float(layout.dp);
   const int64_t total = o.warmup + o.steps;
   const size_t G = size_t(kGroups * castor::kCommOps), S = size_t(o.steps);
   RankData mine{std::vector<uint64_t>(G), std::vector<uint64_t>(G), {}, std::vector<double>(G * S, 0.0)};
-  std::vector<int64_t> kept_steps;  // [timed step][moe layer][expert]
-  int routing_mismatch = 0;         // (step, layer) whose counts disagree with MoeStats
+  std::vector<int64_t> choices;   // [timed step][moe layer][j][e]
+  std::vector<int64_t> reported;  // [timed step][moe layer]: MoeStats assignments - dropped
   for (int64_t step = 0; step < total; ++step) {
     if (step == o.warmup)
       for (auto* c : comms) c->reset_stats();
@@ -640,14 +787,8 @@ int run(const Options& o) {
       for (int op = 0; op < castor::kCommOps; ++op)
         mine.wait_ms[size_t(g * castor::kCommOps + op) * S + size_t(step - o.warmup)] =
             1e3 * (after[size_t(g)].wait_s[op] - before[size_t(g)].wait_s[op]);
-    for (const auto& layer : routing.kept) kept_steps.insert(kept_steps.end(), layer.begin(), layer.end());
-    // The counts must agree with what the MoE layer reports: kept = assignments - dropped.
-    const auto stats = model.moe_stats();
-    for (size_t l = 0; l < stats.size(); ++l) {
-      int64_t kept_sum = 0;
-      for (int64_t k : routing.kept[l]) kept_sum += k;
-      routing_mismatch += kept_sum != stats[l]->assignments - stats[l]->dropped;
-    }
+    for (const auto& layer : routing_log.choices) choices.insert(choices.end(), layer.begin(), layer.end());
+    for (const castor::nn::MoeStats* st : model.moe_stats()) reported.push_back(st->assignments - st->dropped);
   }
   for (int g = 0; g < kGroups; ++g)
     for (int op = 0; op < castor::kCommOps; ++op) {
@@ -657,50 +798,16 @@ int run(const Options& o) {
 
   // Every rank's numbers to every rank (plain MPI on the world: not a counted communicator).
   const auto calls = gather_all(mine.calls, MPI_UINT64_T, ranks), bytes = gather_all(mine.bytes, MPI_UINT64_T, ranks);
-  const auto step_ms = gather_all(mine.step_ms, MPI_DOUBLE, ranks), wait_ms = gather_all(mine.wait_ms, MPI_DOUBLE, ranks);
-  const AllRouting kept = gather_all(kept_steps, MPI_INT64_T, ranks);
-  MPI_Allreduce(MPI_IN_PLACE, &routing_mismatch, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
+  const auto step_ms = gather_all(mine.step_ms, MPI_DOUBLE, ranks),
+             wait_ms = gather_all(mine.wait_ms, MPI_DOUBLE, ranks);
+  const int64_t capacity =
+      mc.moe_capacity > 0 ? int64_t(std::ceil(mc.moe_capacity * double(d.N * d.k) / double(std::max<int64_t>(d.E, 1))))
+                          : -1;
+  const Routing routing{gather_all(choices, MPI_INT64_T, ranks), o.steps, d.M, d.k, d.E, capacity, &mesh};
+  const std::vector<int64_t> all_reported = gather_all(reported, MPI_INT64_T, ranks);
   if (!lead) return 0;
 
-  std::vector<RankData> data(static_cast<size_t>(ranks));
-  std::vector<Expected> expected(static_cast<size_t>(ranks));
-  for (int r = 0; r < ranks; ++r) {
-    auto part = [&](const auto& v, size_t n) {
-      using V = std::decay_t<decltype(v)>;
-      return V(v.begin() + std::ptrdiff_t(size_t(r) * n), v.begin() + std::ptrdiff_t(size_t(r + 1) * n));
-    };
-    data[size_t(r)] = {part(calls, G), part(bytes, G), part(step_ms, S), part(wait_ms, G * S)};
-    if (o.tp > 1) expect_tp(expected[size_t(r)], d, layout.sp, o.steps);
-    expect_dp(expected[size_t(r)], mc, d, layout, o.steps);
-    if (d.M > 0) expect_ep(expected[size_t(r)], kept, d, o.steps, r, mesh.groups(r).ep);
-  }
-  std::printf("\ncommunication per step per rank, counted by the communicators (CommStats over %lld timed steps, "
-              "divided by %lld) against the formula\n",
-              static_cast<long long>(o.steps), static_cast<long long>(o.steps));
-  const bool match = print_volume(data, expected, o.steps);
-  std::printf("\nmeasured %s the formula exactly (calls and bytes, every rank, group and operation)\n",
-              match ? "EQUALS" : "DIFFERS FROM");
-  if (d.M > 0)
-    std::printf("routing counts (kept per expert, from the router's choices) against MoeStats' assignments - "
-                "dropped: %d mismatching (rank, step, layer) of %lld\n",
-                routing_mismatch, static_cast<long long>(ranks * o.steps * d.M));
-  if (d.M > 0 && o.ep > 1) print_routing(kept, d, o.steps, mesh, ranks);
-  std::printf("\nstep time per rank, medians over %lld timed steps (each after a barrier); waits: CommStats wait_s, "
-              "time blocked in a wait; compute = step - waits (median of the per-step difference)\n",
-              static_cast<long long>(o.steps));
-  const TimeSummary t = print_times(data, o.steps);
-  uint64_t group_bytes[kGroups] = {};
-  for (int g = 0; g < kGroups; ++g)
-    for (int op = 0; op < castor::kCommOps; ++op) group_bytes[g] += data[0].bytes[size_t(g * castor::kCommOps + op)];
-  const int64_t tokens = layout.dp * B * T;  // per step, over the job
-  std::printf("\ntokens per step %lld (dp %d x %lld x %lld): %.1f tokens/s at the slowest rank's median step\n",
-              static_cast<long long>(tokens), layout.dp, static_cast<long long>(B), static_cast<long long>(T),
-              double(tokens) / (t.step_ms / 1e3));
-  std::printf("RESULT layout=%s model=%s tokens_per_s=%.1f step_ms=%.1f compute_ms=%.1f wait_ms=%.1f tp_bytes=%.0f "
-              "ep_bytes=%.0f dp_bytes=%.0f edp_bytes=%.0f match=%d\n",
-              layout_label(layout).c_str(), o.model.c_str(), double(tokens) / (t.step_ms / 1e3), t.step_ms, t.compute_ms,
-              t.wait_ms, double(group_bytes[kTp]) / double(o.steps), double(group_bytes[kEp]) / double(o.steps),
-              double(group_bytes[kDp]) / double(o.steps), double(group_bytes[kEdp]) / double(o.steps), match ? 1 : 0);
+  report(o, mc, d, layout, calls, bytes, step_ms, wait_ms, routing, all_reported, ranks);
   return 0;
 }
 
