@@ -251,8 +251,8 @@ struct Routing {
 
 // ---- The analytic formula ----
 
-enum Group { kTp, kDp, kEp, kEdp, kGroups };
-constexpr const char* kGroupName[kGroups] = {"tp", "dp", "ep", "edp"};
+enum Group { kTp, kDp, kEp, kEdp, kTpDp, kTpEdp, kWorld, kGroups };
+constexpr const char* kGroupName[kGroups] = {"tp", "dp", "ep", "edp", "tp_dp", "tp_edp", "world"};
 
 // Expected calls and bytes per (group, operation), summed over the timed steps, with the
 // terms that make them up.
@@ -331,9 +331,10 @@ int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
 // each), the vocabulary-parallel head (per chunk a max of 4 bytes and two sums of 8 bytes per
 // row), under SP the norms' and row-parallel biases' summed weight gradients, the grad norm's
 // sum. MoE layers: each rank routes N/tp rows; per layer the router statistics (choice counts
-// all-gathered, losses and loads summed), the layer's gradients summed (Pm params), and
-// without SP its output and input gradient all-gathered back to every row.
-void expect_tp(Expected& x, const Dims& d, bool sp, int tp, int ep, int64_t Pm, int64_t steps) {
+// all-gathered, losses and loads summed), and without SP its output and input gradient
+// all-gathered back to every row. (The layer's partial gradients are reduced with the
+// data-parallel ones, over tp x dp: expect_dp.)
+void expect_tp(Expected& x, const Dims& d, bool sp, int tp, int ep, int64_t steps) {
   const int64_t act = 4 * d.N * d.C;
   auto add = [&](CommOp op, int64_t calls, int64_t bytes, const std::string& term) {
     x.add(kTp, op, calls * steps, bytes * steps, term);
@@ -352,11 +353,9 @@ void expect_tp(Expected& x, const Dims& d, bool sp, int tp, int ep, int64_t Pm, 
     if (d.bias) add(CommOp::all_reduce, d.L + d.D, (d.L + d.D) * 4 * d.C, "(L+D)*4C");
   }
   add(CommOp::all_reduce, 2 * d.K, 20 * d.N, "20N");
-  add(CommOp::all_reduce, 1, 8, "8");
   if (d.M == 0) return;
   add(CommOp::all_gather, d.M, d.M * 8 * d.k * d.E * tp, "M*8kE*tp");
   add(CommOp::all_reduce, 2 * d.M, d.M * (16 + 8 * (d.E / ep + 1)), "M*(16+8(E/ep+1))");
-  add(CommOp::all_reduce, d.M, d.M * 4 * Pm, "M*4Pm");
 }
 
 // Gradient buckets of one arena domain over a group of `ranks` (stage 0: all-reduce; 1, 2:
@@ -380,21 +379,33 @@ struct Layout {
   int64_t bucket_elems;
 };
 
-// Data parallelism per step: gradient buckets (dense params over dp; under ep the experts over
-// edp), the loss log's sums (18 + 4M doubles), the grad norm's sums.
+// Data parallelism per step: gradient buckets by arena region (parallel/data_parallel.h
+// allocate_for_layout): the dense params over dp; with tp > 1 the MoE layers' router and
+// shared expert (and the experts without ep) over tp x dp; under ep the experts over the ranks
+// holding them (edp, or tp x edp with tp > 1). Then the loss log's sums (18 + 4M doubles over
+// dp) and the grad norm's sum (over every rank with tp or ep, else over dp under ZeRO).
 void expect_dp(Expected& x, const castor::ModelConfig& mc, const Dims& d, const Layout& l, int64_t steps) {
-  const auto [dense, experts] = local_params(mc, l.tp, l.ep);
+  auto [dense, experts] = local_params(mc, l.tp, l.ep);
+  int64_t token_split = 0;  // region 1: computed by tp ranks from their blocks of the rows
+  if (l.tp > 1) {
+    token_split = d.M * (mc.moe_experts * mc.d_model + (mc.moe_shared_expert ? expert_params(mc) : 0));
+    dense -= token_split;
+    if (l.ep == 1) token_split += experts;
+  }
+  const bool split = l.tp > 1 || l.ep > 1;
+  const int stage = l.dp > 1 ? l.stage : 0;  // DataParallel's effective stage
+  expect_buckets(x, kDp, round_up(split || l.ep > 1 ? dense : dense + experts, l.dp), l.dp, stage, l.bucket_elems,
+                 steps);
+  if (l.tp > 1) expect_buckets(x, kTpDp, round_up(token_split, l.tp * l.dp), l.tp * l.dp, stage, l.bucket_elems, steps);
   if (l.ep > 1) {
-    expect_buckets(x, kDp, round_up(dense, l.dp), l.dp, l.stage, l.bucket_elems, steps);
-    expect_buckets(x, kEdp, round_up(experts, l.edp), l.edp, l.stage, l.bucket_elems, steps);
-  } else {
-    expect_buckets(x, kDp, round_up(dense + experts, l.dp), l.dp, l.stage, l.bucket_elems, steps);
+    const int holders = l.tp * l.edp;
+    expect_buckets(x, l.tp > 1 ? kTpEdp : kEdp, round_up(experts, holders), holders, stage, l.bucket_elems, steps);
   }
   if (l.dp > 1) x.add(kDp, CommOp::all_reduce, steps, 8 * (4 + 2 * castor::kLossTerms + 4 * d.M) * steps, "8(18+4M)");
-  if (l.stage > 0)
-    x.add(kDp, CommOp::all_reduce, steps, 24 * steps, "24");
-  else if (l.ep > 1)
-    x.add(kEp, CommOp::all_reduce, steps, 8 * steps, "8");
+  if (split)
+    x.add(kWorld, CommOp::all_reduce, steps, 8 * steps, "8");
+  else if (stage > 0)
+    x.add(kDp, CommOp::all_reduce, steps, 8 * steps, "8");
 }
 
 struct RowsMoved {
@@ -674,7 +685,7 @@ void report(const Options& o, const castor::ModelConfig& mc, const Dims& d, cons
       return V(v.begin() + std::ptrdiff_t(size_t(r) * n), v.begin() + std::ptrdiff_t(size_t(r + 1) * n));
     };
     data[size_t(r)] = {part(calls, G), part(bytes, G), part(step_ms, S), part(wait_ms, G * S)};
-    if (o.tp > 1) expect_tp(expected[size_t(r)], d, layout.sp, o.tp, o.ep, moe_layer_params(mc, o.ep), o.steps);
+    if (o.tp > 1) expect_tp(expected[size_t(r)], d, layout.sp, o.tp, o.ep, o.steps);
     expect_dp(expected[size_t(r)], mc, d, layout, o.steps);
     if (d.M > 0) expect_ep(expected[size_t(r)], routing, d, r);
   }
@@ -708,7 +719,8 @@ void report(const Options& o, const castor::ModelConfig& mc, const Dims& d, cons
       "ep_bytes=%.0f dp_bytes=%.0f edp_bytes=%.0f match=%d\n",
       layout_label(layout).c_str(), o.model.c_str(), double(tokens) / (t.step_ms / 1e3), t.step_ms, t.compute_ms,
       t.wait_ms, double(group_bytes[kTp]) / double(o.steps), double(group_bytes[kEp]) / double(o.steps),
-      double(group_bytes[kDp]) / double(o.steps), double(group_bytes[kEdp]) / double(o.steps), match ? 1 : 0);
+      double(group_bytes[kDp] + group_bytes[kTpDp] + group_bytes[kWorld]) / double(o.steps),
+      double(group_bytes[kEdp] + group_bytes[kTpEdp]) / double(o.steps), match ? 1 : 0);
 }
 
 int run(const Options& o) {
@@ -738,10 +750,9 @@ int run(const Options& o) {
   castor::ParamStore store;
   castor::Transformer model(mc, store, *backend, B, T, builder);
   using castor::parallel::DataParallel;
-  store.allocate(*backend, DataParallel::arena_pad(layout.dp), o.ep > 1 ? DataParallel::arena_pad(layout.edp) : 0);
+  const castor::parallel::ModelGroups model_groups = castor::parallel::allocate_for_layout(store, *backend, groups);
   store.initialize(o.seed);
-  DataParallel sync(*groups.dp, store, *backend, o.zero, size_t(layout.bucket_elems),
-                    {groups.tp.get(), groups.ep.get(), groups.edp.get()});
+  DataParallel sync(*groups.dp, store, *backend, o.zero, size_t(layout.bucket_elems), model_groups);
   const castor::OptimConfig oc;
   castor::AdamW optim = sync.make_optimizer(oc);
   const castor::LossConfig losses;  // castor train's defaults: lm + balance + router_z
@@ -751,8 +762,9 @@ int run(const Options& o) {
 
   // tp ranks of one dp rank read the same tokens; dp ranks different ones.
   const TokenPool pool(B, T, mc.vocab_size, o.seed + uint64_t(groups.coord.dp));
-  const std::array<castor::Communicator*, kGroups> comms = {groups.tp.get(), groups.dp.get(), groups.ep.get(),
-                                                            groups.edp.get()};
+  const std::array<castor::Communicator*, kGroups> comms = {groups.tp.get(),    groups.dp.get(),     groups.ep.get(),
+                                                            groups.edp.get(),   groups.tp_dp.get(),  groups.tp_edp.get(),
+                                                            groups.world.get()};
   const float micro_scale = 1.0f / float(layout.dp);
   const int64_t total = o.warmup + o.steps;
   const size_t G = size_t(kGroups * castor::kCommOps), S = size_t(o.steps);

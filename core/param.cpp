@@ -115,27 +115,29 @@ Param* ParamStore::add(std::string name, Shape shape, Init init, bool decay, Par
   return &params_.back();
 }
 
-void ParamStore::allocate(Backend& backend, size_t pad_to, size_t expert_pad_to) {
-  CASTOR_CHECK(pad_to > 0, "ParamStore::allocate: pad_to must be positive");
-  auto round_up = [](size_t n, size_t m) { return (n + m - 1) / m * m; };
-  if (expert_pad_to > 0) {  // the others in registration order, then the experts in theirs
-    size_t at = 0;
-    auto place = [&](bool expert) {
-      for (Param& p : params_) {
-        if (p.expert != expert) continue;
-        p.offset = at;
-        at += size_t(p.numel());
-      }
-    };
-    place(false);
-    expert_begin_ = round_up(at, pad_to);
-    at = expert_begin_;
-    place(true);
-    arena_elems_ = expert_begin_ + round_up(at - expert_begin_, expert_pad_to);
-  } else {
-    arena_elems_ = round_up(numel_, pad_to);
-    expert_begin_ = arena_elems_;
+void ParamStore::allocate(Backend& backend, size_t pad_to) {
+  allocate(backend, {pad_to}, [](const Param&) { return size_t(0); });
+}
+
+void ParamStore::allocate(Backend& backend, const std::vector<size_t>& pads,
+                          const std::function<size_t(const Param&)>& region) {
+  CASTOR_CHECK(!pads.empty(), "ParamStore::allocate: no regions");
+  region_begin_.assign(1, 0);
+  size_t at = 0;
+  for (size_t r = 0; r < pads.size(); ++r) {
+    CASTOR_CHECK(pads[r] > 0, "ParamStore::allocate: pad_to must be positive");
+    for (Param& p : params_) {
+      const size_t pr = region(p);
+      CASTOR_CHECK(pr < pads.size(), "param ", p.name, ": region ", pr, " of ", pads.size());
+      if (pr != r) continue;
+      p.offset = at;
+      at += size_t(p.numel());
+    }
+    const size_t begin = region_begin_.back();
+    at = begin + (at - begin + pads[r] - 1) / pads[r] * pads[r];
+    region_begin_.push_back(at);
   }
+  arena_elems_ = at;
   weights_ = Buffer(backend, arena_elems_ * sizeof(float));
   grads_ = Buffer(backend, arena_elems_ * sizeof(float));
   for (Param& p : params_) {

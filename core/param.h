@@ -7,6 +7,7 @@
 #pragma once
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -40,7 +41,8 @@ struct Param {
   ParamShard shard;
   Init init;
   bool decay = false;  // weight decay applies (matrices and embeddings, not norms/biases)
-  bool expert = false; // an MoE expert's: under expert parallelism held by one ep rank
+  bool expert = false;       // an MoE expert's: under expert parallelism held by one ep rank
+  bool token_split = false;  // tp ranks compute its gradient from their blocks of the rows (MoE layers)
   size_t offset = 0;   // element offset into the arenas
   float* w = nullptr;  // weight view (valid after ParamStore::allocate)
   float* g = nullptr;  // gradient view
@@ -62,10 +64,13 @@ class ParamStore {
   // (fused projections rely on this). Returns a pointer that stays valid.
   Param* add(std::string name, Shape shape, Init init, bool decay, ParamShard shard = {});
   // The arenas hold numel() elements rounded up to a multiple of pad_to (ZeRO splits
-  // every gradient bucket evenly over dp ranks); the padding stays zero. expert_pad_to > 0
-  // (expert parallelism, whose expert gradients are reduced over another group): the expert
-  // params follow all the others, from expert_begin(), that region padded to expert_pad_to.
-  void allocate(Backend& backend, size_t pad_to = 1, size_t expert_pad_to = 0);
+  // every gradient bucket evenly over dp ranks); the padding stays zero.
+  void allocate(Backend& backend, size_t pad_to = 1);
+  // Regions whose gradients are reduced over different groups (parallel/data_parallel.h):
+  // region(p) < pads.size(); region r's params, in registration order, follow region r-1's,
+  // and region r is padded to a multiple of pads[r].
+  void allocate(Backend& backend, const std::vector<size_t>& pads,
+                const std::function<size_t(const Param&)>& region);
   // Deterministic initialisation: each param draws from its own stream seeded by
   // (seed, name), so values do not depend on registration order or layout (a shard is
   // cut from the logical tensor).
@@ -77,7 +82,9 @@ class ParamStore {
   Param* find(const std::string& name);
   size_t numel() const { return numel_; }
   size_t arena_elems() const { return arena_elems_; }  // numel() plus padding
-  size_t expert_begin() const { return expert_begin_; }  // == arena_elems() unless experts placed apart
+  // Region r is the arena range [region_begin(r), region_begin(r + 1)); r < regions().
+  size_t regions() const { return region_begin_.size() - 1; }
+  size_t region_begin(size_t r) const { return region_begin_[r]; }
   float* weights() const { return weights_.f32(); }
   float* grads() const { return grads_.f32(); }
   bool allocated() const { return weights_.data() != nullptr; }
@@ -86,7 +93,7 @@ class ParamStore {
   std::deque<Param> params_;
   size_t numel_ = 0;
   size_t arena_elems_ = 0;
-  size_t expert_begin_ = 0;
+  std::vector<size_t> region_begin_{0, 0};
   Buffer weights_, grads_;
 };
 

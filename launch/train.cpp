@@ -195,12 +195,10 @@ int train_command(const std::vector<std::string>& args) {
   if (tp > 1 || ep > 1)
     split = std::make_unique<parallel::TensorParallel>(*groups.tp, opt.parallel.sequence_parallel, groups.ep.get());
   Transformer model(mc, store, *backend, B, T, split ? *split : nn::single_device());
-  // Under ep the experts' gradients are reduced over edp: their own arena region.
-  store.allocate(*backend, parallel::DataParallel::arena_pad(dp), ep > 1 ? parallel::DataParallel::arena_pad(dp / ep) : 0);
+  const parallel::ModelGroups model_groups = parallel::allocate_for_layout(store, *backend, groups);
   store.initialize(tc.seed);
   const size_t bucket_elems = std::max<size_t>(1, size_t(opt.parallel.bucket_mb * 1e6 / sizeof(float)));
-  parallel::DataParallel sync(*groups.dp, store, *backend, opt.parallel.zero, bucket_elems,
-                              {groups.tp.get(), groups.ep.get(), groups.edp.get()});
+  parallel::DataParallel sync(*groups.dp, store, *backend, opt.parallel.zero, bucket_elems, model_groups);
   // Checkpoints hold whole tensors: with sharded params they go through a logical copy.
   auto load_state = [&](const std::string& path, const ArenaMoments* moments, io::TrainState* st) {
     if (!split) {

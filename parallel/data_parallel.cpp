@@ -10,20 +10,33 @@
 
 namespace castor::parallel {
 
+ModelGroups allocate_for_layout(ParamStore& store, Backend& backend, const ProcessGroups& groups) {
+  const MeshShape& shape = groups.shape;
+  if (shape.tp == 1 && shape.ep == 1) {
+    store.allocate(backend, DataParallel::arena_pad(shape.dp));
+    return {};
+  }
+  Communicator* experts = shape.tp > 1 ? groups.tp_edp.get() : groups.edp.get();
+  store.allocate(backend, {DataParallel::arena_pad(shape.dp), size_t(groups.tp_dp->size()), size_t(experts->size())},
+                 [&](const Param& p) -> size_t { return p.expert && shape.ep > 1 ? 2 : p.token_split ? 1 : 0; });
+  return {groups.tp.get(), groups.world.get(), {groups.tp_dp.get(), experts}};
+}
+
 DataParallel::DataParallel(Communicator& dp, ParamStore& store, Backend& backend, int zero_stage,
                            size_t bucket_elems, ModelGroups groups)
     : dp_(dp), groups_(groups), store_(store), backend_(backend), stage_(dp.size() > 1 ? zero_stage : 0) {
   CASTOR_CHECK(zero_stage >= 0 && zero_stage <= 2, "--parallel.zero ", zero_stage, ": expected 0, 1 or 2");
-  CASTOR_CHECK(store.allocated() && store.expert_begin() % arena_pad(dp.size()) == 0,
-               "DataParallel: allocate the ParamStore with pad_to = ", arena_pad(dp.size()));
-  if (groups_.tp && groups_.tp->size() == 1) groups_.tp = nullptr;
-  const size_t split = store.expert_begin();
-  domains_.push_back({&dp_, BucketLayout(0, split, bucket_elems, stage_ > 0 ? dp.size() : 1, 0)});
-  if (split < store.arena_elems()) {
-    CASTOR_CHECK(groups_.ep && groups_.edp, "DataParallel: experts placed apart without the ep and edp groups");
-    Communicator& edp = *groups_.edp;
-    domains_.push_back({&edp, BucketLayout(split, store.arena_elems(), bucket_elems, stage_ > 0 ? edp.size() : 1,
-                                           domains_[0].layout.shard_elems)});
+  CASTOR_CHECK(store.allocated() && store.regions() == groups_.regions.size() + 1,
+               "DataParallel: the store has ", store.regions(), " arena regions, the layout ",
+               groups_.regions.size() + 1);
+  size_t shard_base = 0;
+  for (size_t r = 0; r < store.regions(); ++r) {
+    Communicator* comm = r == 0 ? &dp_ : groups_.regions[r - 1];
+    const size_t begin = store.region_begin(r), end = store.region_begin(r + 1);
+    CASTOR_CHECK(comm && (end - begin) % size_t(comm->size()) == 0, "DataParallel: arena region ", r,
+                 " is not padded to its group's size");
+    domains_.push_back({comm, BucketLayout(begin, end, bucket_elems, stage_ > 0 ? comm->size() : 1, shard_base)});
+    shard_base += domains_.back().layout.shard_elems;
   }
   if (stage_ == 2) backend_.discard(store_.grads(), store_.arena_elems() * sizeof(float));  // resident while written
 }
@@ -85,17 +98,33 @@ void DataParallel::backward(Transformer& model, bool last_micro) {
 }
 
 double DataParallel::grad_norm(const AdamW& optim) {
-  // Squares by who holds them: [0] params every tp rank holds whole, [1] tp shards (summed
-  // over tp), [2] experts (summed over ep: each ep rank holds its own).
-  double sums[3] = {0.0, 0.0, 0.0};
-  optim.grad_sum_squares([](const Param& p) { return p.expert ? size_t(2) : size_t(p.shard.sharded()); }, sums);
-  if (groups_.tp) groups_.tp->all_reduce(&sums[1], 1, ReduceOp::kSum);
-  if (stage_ >= 1) {  // slices of dense params over dp, of experts over edp (and ep): all over dp
-    dp_.all_reduce(sums, 3, ReduceOp::kSum);
-  } else if (domains_.size() > 1) {
-    groups_.ep->all_reduce(&sums[2], 1, ReduceOp::kSum);
+  if (!groups_.world) {  // data parallelism alone: each rank holds the whole model or a dp slice
+    double ss = optim.grad_sum_squares();
+    if (stage_ >= 1) dp_.all_reduce(&ss, 1, ReduceOp::kSum);
+    return std::sqrt(ss);
   }
-  return std::sqrt(sums[0] + sums[1] + sums[2]);
+  // Each element's square, divided by the number of ranks holding that element, summed over
+  // every rank. Holders: its region's group when not ZeRO-sliced (it was reduced over it),
+  // and in region 0 also each tp rank unless the param is a tp shard.
+  const size_t regions = domains_.size();
+  std::vector<double> sums(2 * regions, 0.0);
+  optim.grad_sum_squares(
+      [&](const Param& p) {
+        size_t r = 0;
+        while (r + 1 < regions && p.offset >= store_.region_begin(r + 1)) ++r;
+        return 2 * r + size_t(p.shard.sharded());
+      },
+      sums);
+  double ss = 0.0;
+  const double tp = groups_.tp ? double(groups_.tp->size()) : 1.0;
+  for (size_t c = 0; c < sums.size(); ++c) {
+    const size_t r = c / 2;
+    double holders = stage_ == 0 ? double(domains_[r].comm->size()) : 1.0;
+    if (r == 0 && c % 2 == 0) holders *= tp;
+    ss += sums[c] / holders;
+  }
+  groups_.world->all_reduce(&ss, 1, ReduceOp::kSum);
+  return std::sqrt(ss);
 }
 
 void DataParallel::after_step() {
@@ -157,9 +186,10 @@ std::string DataParallel::describe() const {
   std::snprintf(line, sizeof(line), "ZeRO stage %d: gradients in %zu buckets of up to %.3g MB, %s", stage_, buckets,
                 mb, what[stage_]);
   std::string out = line;
-  if (domains_.size() > 1)
-    out += "; expert gradients (" + std::to_string(store_.arena_elems() - store_.expert_begin()) +
-           " elements) over edp=" + std::to_string(domains_[1].comm->size());
+  for (size_t r = 1; r < domains_.size(); ++r)
+    if (store_.region_begin(r + 1) > store_.region_begin(r))
+      out += "; " + std::to_string(store_.region_begin(r + 1) - store_.region_begin(r)) + " MoE gradient elements over " +
+             domains_[r].comm->name() + "=" + std::to_string(domains_[r].comm->size());
   if (store_.arena_elems() != store_.numel())
     out += "; arena padded from " + std::to_string(store_.numel()) + " to " + std::to_string(store_.arena_elems()) +
            " elements";

@@ -8,9 +8,11 @@
 //      is released to the system at once: between backward passes a rank holds only its
 //      slices, and during backward only the buckets not yet reduced.
 // Training is fp32, so the weight arena is the master copy: rank r updates its slices.
-// Under expert parallelism the experts' params sit after all others in the arena
-// (ParamStore::allocate) and form a second domain, reduced (and ZeRO-sharded) over the
-// expert-data-parallel group edp = dp / ep instead of dp, once backward has finished.
+// Tensor and expert parallelism add arena regions (ParamStore::allocate) reduced, and
+// ZeRO-sharded, over other groups, once backward has finished: the MoE layers' router and
+// shared expert, whose gradients tp ranks form from their blocks of the rows, over tp x dp;
+// the experts, under expert parallelism, over the ranks holding the same experts (edp = dp /
+// ep, times tp when tp ranks split the tokens).
 #pragma once
 #include <cstddef>
 #include <string>
@@ -21,6 +23,7 @@
 #include "core/model.h"
 #include "core/optimizer.h"
 #include "parallel/grad_sync.h"
+#include "parallel/process_groups.h"
 
 namespace castor::parallel {
 
@@ -31,18 +34,27 @@ struct StateMemory {
   size_t total() const { return weights + grads + moments; }
 };
 
-// Groups besides dp, each optional: tp, over which the grad norm sums the tensor-parallel
-// shards' parts; ep and edp, for expert parallelism.
+// The model-parallel layout, when there is one: the tp group (params that are not split keep
+// a copy on each tp rank), every rank of the model replicas (the grad norm's sum), and the
+// group each arena region beyond the first is reduced over.
 struct ModelGroups {
   Communicator* tp = nullptr;
-  Communicator* ep = nullptr;
-  Communicator* edp = nullptr;
+  Communicator* world = nullptr;
+  std::vector<Communicator*> regions;  // region 1, 2, ... of the store
 };
+
+// Allocates `store` (already registered by a model built for this layout) with the arena
+// regions DataParallel reduces, each padded to its group's size, and returns the groups to
+// give DataParallel: region 0 the dense params, over dp; with tp > 1 or ep > 1 also region 1,
+// what tp ranks compute from their blocks of an MoE layer's rows (router, shared expert, and
+// the experts unless ep > 1), over tp x dp; region 2, under ep the experts, over the ranks
+// holding the same experts (edp, times tp with tp > 1).
+ModelGroups allocate_for_layout(ParamStore& store, Backend& backend, const ProcessGroups& groups);
 
 class DataParallel {
  public:
-  // The store must be allocated with pad_to = dp.size() (arena_pad), and under expert
-  // parallelism with expert_pad_to = edp.size().
+  // The store must be allocated with each region padded to its group's size (region 0: dp,
+  // arena_pad).
   DataParallel(Communicator& dp, ParamStore& store, Backend& backend, int zero_stage, size_t bucket_elems,
                ModelGroups groups = {});
   static size_t arena_pad(int dp_size) { return size_t(dp_size); }

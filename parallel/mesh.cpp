@@ -49,6 +49,10 @@ GroupRanks Mesh::groups(int rank) const {
   for (int p = 0; p < shape_.pp; ++p) g.pp.push_back(rank_of(c.tp, c.dp, p));
   for (int e = 0; e < shape_.ep; ++e) g.ep.push_back(rank_of(c.tp, c.edp * shape_.ep + e, c.pp));
   for (int k = 0; k < shape_.edp(); ++k) g.edp.push_back(rank_of(c.tp, k * shape_.ep + c.ep, c.pp));
+  for (int d = 0; d < shape_.dp; ++d)
+    for (int t = 0; t < shape_.tp; ++t) g.tp_dp.push_back(rank_of(t, d, c.pp));
+  for (int k = 0; k < shape_.edp(); ++k)
+    for (int t = 0; t < shape_.tp; ++t) g.tp_edp.push_back(rank_of(t, k * shape_.ep + c.ep, c.pp));
   return g;
 }
 
@@ -65,5 +69,7 @@ std::vector<std::vector<int>> Mesh::all_dp_groups() const { return all_groups(&G
 std::vector<std::vector<int>> Mesh::all_pp_groups() const { return all_groups(&GroupRanks::pp); }
 std::vector<std::vector<int>> Mesh::all_ep_groups() const { return all_groups(&GroupRanks::ep); }
 std::vector<std::vector<int>> Mesh::all_edp_groups() const { return all_groups(&GroupRanks::edp); }
+std::vector<std::vector<int>> Mesh::all_tp_dp_groups() const { return all_groups(&GroupRanks::tp_dp); }
+std::vector<std::vector<int>> Mesh::all_tp_edp_groups() const { return all_groups(&GroupRanks::tp_edp); }
 
 }  // namespace castor::parallel

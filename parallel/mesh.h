@@ -21,9 +21,12 @@ struct RankCoord {
   int tp = 0, dp = 0, pp = 0, ep = 0, edp = 0;
 };
 
-// The ranks of each group a rank belongs to, in group-rank order.
+// The ranks of each group a rank belongs to, in group-rank order. tp_dp: the tp x dp ranks
+// of the rank's pipeline stage; tp_edp: those of them with the rank's ep coordinate (the
+// ranks that hold the same experts). Both are where gradients of MoE layers are reduced when
+// tp ranks split an MoE layer's tokens.
 struct GroupRanks {
-  std::vector<int> tp, dp, pp, ep, edp;
+  std::vector<int> tp, dp, pp, ep, edp, tp_dp, tp_edp;
 };
 
 class Mesh {
@@ -42,6 +45,8 @@ class Mesh {
   std::vector<std::vector<int>> all_pp_groups() const;
   std::vector<std::vector<int>> all_ep_groups() const;
   std::vector<std::vector<int>> all_edp_groups() const;
+  std::vector<std::vector<int>> all_tp_dp_groups() const;
+  std::vector<std::vector<int>> all_tp_edp_groups() const;
 
  private:
   std::vector<std::vector<int>> all_groups(std::vector<int> GroupRanks::*member) const;

@@ -34,6 +34,8 @@ ProcessGroups ProcessGroups::build(const Mesh& mesh, const MpiComm& world) {
   g.pp = split_by(world, mesh.all_pp_groups(), "pp");
   g.ep = split_by(world, mesh.all_ep_groups(), "ep");
   g.edp = split_by(world, mesh.all_edp_groups(), "edp");
+  g.tp_dp = split_by(world, mesh.all_tp_dp_groups(), "tp_dp");
+  g.tp_edp = split_by(world, mesh.all_tp_edp_groups(), "tp_edp");
   return g;
 }
 

@@ -157,12 +157,13 @@ class SummedGradNorm final : public nn::Module {
 // An MoE layer on this rank's block of the rows. Without SP it takes its block of the
 // (replicated) input and all-gathers the outputs, and the reverse in backward; under SP the
 // residual's rows are already the block. The layer's params see only the block's tokens:
-// their gradients are summed over tp.
+// their gradients are partial sums, which data parallelism reduces over tp x dp (they are
+// marked token_split, parallel/data_parallel.h).
 class SplitTokensLayer final : public nn::Module {
  public:
-  SplitTokensLayer(std::unique_ptr<nn::Module> inner, SummedGrads grads, Communicator& tp, bool sp, Backend& backend,
-                   int64_t max_rows, int64_t C)
-      : inner_(std::move(inner)), grads_(std::move(grads)), sp_(sp), rows_{tp, C} {
+  SplitTokensLayer(std::unique_ptr<nn::Module> inner, Communicator& tp, bool sp, Backend& backend, int64_t max_rows,
+                   int64_t C)
+      : inner_(std::move(inner)), sp_(sp), rows_{tp, C} {
     if (!sp_) {
       y_ = Buffer(backend, size_t(max_rows * C) * sizeof(float));
       dx_ = Buffer(backend, size_t(max_rows * C) * sizeof(float));
@@ -174,13 +175,12 @@ class SplitTokensLayer final : public nn::Module {
   }
   Tensor backward(const Pass& pass, Tensor dy) override {
     Tensor block = sp_ ? dy : rows_.own_rows(dy);  // without SP dy is whole and equal on every rank
-    Tensor dx = grads_.run([&] { return inner_->backward(pass, block); });
+    Tensor dx = inner_->backward(pass, block);
     return sp_ ? dx : rows_.gather(dx, dx_);
   }
 
  private:
   std::unique_ptr<nn::Module> inner_;
-  SummedGrads grads_;
   bool sp_;
   RowBlocks rows_;
   Buffer y_, dx_;
@@ -310,8 +310,8 @@ nn::TokenGroup* TensorParallel::token_group() { return tp_.size() > 1 ? token_gr
 std::unique_ptr<nn::Module> TensorParallel::split_tokens(std::unique_ptr<nn::Module> layer, std::vector<Param*> params,
                                                          Backend& backend, int64_t max_rows, int64_t C) {
   if (tp_.size() == 1) return layer;
-  return std::make_unique<SplitTokensLayer>(std::move(layer), SummedGrads(tp_, std::move(params)), tp_, sp_, backend,
-                                            max_rows, C);
+  for (Param* p : params) p->token_split = true;
+  return std::make_unique<SplitTokensLayer>(std::move(layer), tp_, sp_, backend, max_rows, C);
 }
 
 std::unique_ptr<nn::LinearLayer> TensorParallel::column(ParamStore& store, Backend& backend, int64_t max_rows,

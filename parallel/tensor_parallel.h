@@ -11,8 +11,8 @@
 // and the norms' (and row-parallel biases') weight gradients, computed on a block of rows,
 // are summed over tp as they are produced. MoE layers are not split by tp either: each tp
 // rank routes its block of the rows through all of them (router statistics summed over tp,
-// so losses and capacity drops are the whole micro-batch's) and their gradients are summed
-// over tp. The rest replicated over tp (positions, adapters, multimodal heads) runs on every
+// so losses and capacity drops are the whole micro-batch's); their gradients are partial
+// sums, reduced over tp x dp with the data-parallel gradients (parallel/data_parallel.h). The rest replicated over tp (positions, adapters, multimodal heads) runs on every
 // row, so its gradients agree.
 #pragma once
 #include <memory>

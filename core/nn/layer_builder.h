@@ -70,7 +70,8 @@ class LayerBuilder {
   // MoE layers: each tp rank routes one block of the pass's rows. token_group() is the
   // group the Moe sums its router statistics over; split_tokens wraps the layer (whose
   // params are `params`, replicated over tp) so that it takes and returns the residual's
-  // rows, runs on this rank's block, and its params' gradients are summed over the group.
+  // rows and runs on this rank's block; its params' gradients, then partial, are marked
+  // Param::token_split for the gradient reduction to sum over the group too.
   virtual TokenGroup* token_group() { return nullptr; }
   virtual std::unique_ptr<Module> split_tokens(std::unique_ptr<Module> layer, std::vector<Param*> params,
                                                Backend& backend, int64_t max_rows, int64_t C);

@@ -27,6 +27,9 @@ TEST(Mesh, Tp2Dp4Ep2) {
   // ep is the inner part of dp: dp ranks {0,1} and {2,3} of each dp group.
   EXPECT_EQ(m.all_ep_groups(), (Groups{{0, 2}, {1, 3}, {4, 6}, {5, 7}}));
   EXPECT_EQ(m.all_edp_groups(), (Groups{{0, 4}, {1, 5}, {2, 6}, {3, 7}}));
+  // MoE gradients under tp: every rank of the stage, and those holding the same experts.
+  EXPECT_EQ(m.all_tp_dp_groups(), (Groups{{0, 1, 2, 3, 4, 5, 6, 7}}));
+  EXPECT_EQ(m.all_tp_edp_groups(), (Groups{{0, 1, 4, 5}, {2, 3, 6, 7}}));
   const RankCoord c = m.coord(6);
   EXPECT_EQ(c.tp, 0);
   EXPECT_EQ(c.dp, 3);

@@ -32,6 +32,8 @@ TEST(ProcessGroups, GroupsMatchTheMeshForEveryShape) {
     expect_members(*g.pp, want.pp, world.rank());
     expect_members(*g.ep, want.ep, world.rank());
     expect_members(*g.edp, want.edp, world.rank());
+    expect_members(*g.tp_dp, want.tp_dp, world.rank());
+    expect_members(*g.tp_edp, want.tp_edp, world.rank());
     EXPECT_EQ(g.world->size(), n);
     EXPECT_EQ(g.coord.dp, mesh.coord(world.rank()).dp);
     EXPECT_EQ(g.dp->name(), "dp");
