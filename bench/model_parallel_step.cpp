@@ -329,8 +329,8 @@ int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
 
 // Tensor parallelism per step. Regions around the split attention and dense MLPs (4NC bytes
 // each), the vocabulary-parallel head (per chunk a max of 4 bytes and two sums of 8 bytes per
-// row), under SP the norms' and row-parallel biases' summed weight gradients, the grad norm's
-// sum. MoE layers: each rank routes N/tp rows; per layer the router statistics (choice counts
+// row). (Under SP the norms' and row-parallel biases' partial gradients go with the MoE
+// layers' to the tp x dp reduction: expect_dp.) MoE layers: each rank routes N/tp rows; per layer the router statistics (choice counts
 // all-gathered, losses and loads summed), and without SP its output and input gradient
 // all-gathered back to every row. (The layer's partial gradients are reduced with the
 // data-parallel ones, over tp x dp: expect_dp.)
@@ -349,8 +349,6 @@ void expect_tp(Expected& x, const Dims& d, bool sp, int tp, int ep, int64_t step
     // kExit fwd and kEnter bwd per attention and dense MLP, head entry bwd.
     add(CommOp::reduce_scatter, 2 * (d.L + d.D) + 1, (2 * (d.L + d.D) + 1) * act, "(2(L+D)+1)*4NC");
     add(CommOp::all_reduce, 1, act, "4NC");  // the embedding's kReduce: a full all-reduce
-    add(CommOp::all_reduce, 2 * d.L + 1, (2 * d.L + 1) * 4 * d.Pn, "(2L+1)*4Pn");
-    if (d.bias) add(CommOp::all_reduce, d.L + d.D, (d.L + d.D) * 4 * d.C, "(L+D)*4C");
   }
   add(CommOp::all_reduce, 2 * d.K, 20 * d.N, "20N");
   if (d.M == 0) return;
@@ -389,6 +387,7 @@ void expect_dp(Expected& x, const castor::ModelConfig& mc, const Dims& d, const 
   int64_t token_split = 0;  // region 1: computed by tp ranks from their blocks of the rows
   if (l.tp > 1) {
     token_split = d.M * (mc.moe_experts * mc.d_model + (mc.moe_shared_expert ? expert_params(mc) : 0));
+    if (l.sp) token_split += (2 * d.L + 1) * d.Pn + (d.bias ? (d.L + d.D) * d.C : 0);  // norms, row biases
     dense -= token_split;
     if (l.ep == 1) token_split += experts;
   }

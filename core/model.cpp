@@ -27,7 +27,7 @@ float loss_term_weight(const LossConfig& c, LossTerm t) {
 
 Transformer::Transformer(const ModelConfig& cfg, ParamStore& store, Backend& backend, int64_t max_B, int64_t max_T,
                          nn::LayerBuilder& layers)
-    : cfg_(cfg), layers_(layers), max_B_(max_B), max_T_(max_T) {
+    : cfg_(cfg), layers_(layers), max_B_(max_B), max_T_(max_T), store_(store) {
   cfg_.validate();
   CASTOR_CHECK(max_T <= cfg.max_seq_len, "sequence length ", max_T, " exceeds --model.max_seq_len (", cfg.max_seq_len,
                ")");
@@ -40,11 +40,10 @@ Transformer::Transformer(const ModelConfig& cfg, ParamStore& store, Backend& bac
   for (int64_t l = 0; l < cfg.n_layers; ++l) {
     const size_t first = store.params().size();
     blocks_.push_back(std::make_unique<nn::Block>(store, backend, layers, cfg, l, max_B, max_T));
-    block_first_.push_back(&store.params()[first]);
+    block_params_.emplace_back(first, store.params().size());
   }
-  const size_t first = store.params().size();
+  tail_first_ = store.params().size();
   norm_f_ = layers.norm(store, backend, rows, C, cfg.family, gpt2 ? "transformer.ln_f" : "model.norm", cfg.norm_eps);
-  norm_first_ = &store.params()[first];
   if (cfg.multimodal()) heads_ = std::make_unique<MultimodalHeads>(store, cfg);
   head_ = cfg.tied_embeddings()
               ? wte_
@@ -265,10 +264,12 @@ void Transformer::backward(const std::function<void(size_t)>& grads_ready) {
     CASTOR_KERNEL_CHECK(kc::add(d.f32(), d.f32(), mine.f32(), d.numel()));
   }
   d = norm_f_->backward(pass_, d);
-  ready(norm_first_->offset);  // final norm and the heads (their gradients came with forward)
+  // Within each arena region params keep registration order, so once block l is done every
+  // gradient from the lowest offset of its params (or of the tail's) on is final.
+  ready(lowest_offset(tail_first_, store_.params().size()));  // final norm and heads (gradients came with forward)
   for (size_t l = blocks_.size(); l-- > 0;) {
     d = blocks_[l]->backward(pass_, d);
-    ready(block_first_[l]->offset);  // a block starts with its (never expert) first norm
+    ready(lowest_offset(block_params_[l].first, block_params_[l].second));
   }
   d = emb_reduce_->backward(pass_, emb_scatter_->backward(pass_, d));
   if (adapters_) adapters_->backward(in_, masked_in_, wpe_ ? wpe_->g : nullptr, d.f32());
@@ -276,6 +277,12 @@ void Transformer::backward(const std::function<void(size_t)>& grads_ready) {
   CASTOR_KERNEL_CHECK(kc::embedding_backward(wte_->g, wpe_ ? wpe_->g : nullptr, d.f32(), in_.ids, pass_.rows(), pass_.T,
                                              C, cfg_.vocab_size, v_begin, wte_->local[0]));
   ready(0);
+}
+
+size_t Transformer::lowest_offset(size_t first, size_t last) const {
+  size_t low = SIZE_MAX;
+  for (size_t i = first; i < last; ++i) low = std::min(low, store_.params()[i].offset);
+  return low;
 }
 
 const float* Transformer::hidden(const ModelInput& in) {

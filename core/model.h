@@ -118,10 +118,13 @@ class Transformer {
   std::unique_ptr<MediaAdapters> adapters_;
   std::unique_ptr<MultimodalHeads> heads_;
   std::vector<std::unique_ptr<nn::Block>> blocks_;
-  // The first parameter of each block and of the final norm (their arena offsets are known
-  // once the store is allocated).
-  std::vector<const Param*> block_first_;
-  const Param* norm_first_ = nullptr;
+  // Where backward's gradients become final: the params of each block, and those from the
+  // final norm on (index ranges in the store; their arena offsets are known once it is
+  // allocated, and params reduced apart may sit in later arena regions).
+  size_t lowest_offset(size_t first, size_t last) const;
+  const ParamStore& store_;
+  std::vector<std::pair<size_t, size_t>> block_params_;
+  size_t tail_first_ = 0;
   std::unique_ptr<nn::Module> norm_f_;
   // Regions (identity on one device): partial vocabulary embeddings summed, rows split for
   // the blocks, rows gathered for the heads; heads_rows_ takes this rank's rows of the

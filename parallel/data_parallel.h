@@ -9,10 +9,10 @@
 //      slices, and during backward only the buckets not yet reduced.
 // Training is fp32, so the weight arena is the master copy: rank r updates its slices.
 // Tensor and expert parallelism add arena regions (ParamStore::allocate) reduced, and
-// ZeRO-sharded, over other groups, once backward has finished: the MoE layers' router and
-// shared expert, whose gradients tp ranks form from their blocks of the rows, over tp x dp;
-// the experts, under expert parallelism, over the ranks holding the same experts (edp = dp /
-// ep, times tp when tp ranks split the tokens).
+// ZeRO-sharded, over other groups, once backward has finished: params whose gradients tp
+// ranks form from their blocks of the rows, over tp x dp; the experts, under expert
+// parallelism, over the ranks holding the same experts (edp = dp / ep, times tp when tp
+// ranks split the tokens). See allocate_for_layout.
 #pragma once
 #include <cstddef>
 #include <string>
@@ -46,9 +46,10 @@ struct ModelGroups {
 // Allocates `store` (already registered by a model built for this layout) with the arena
 // regions DataParallel reduces, each padded to its group's size, and returns the groups to
 // give DataParallel: region 0 the dense params, over dp; with tp > 1 or ep > 1 also region 1,
-// what tp ranks compute from their blocks of an MoE layer's rows (router, shared expert, and
-// the experts unless ep > 1), over tp x dp; region 2, under ep the experts, over the ranks
-// holding the same experts (edp, times tp with tp > 1).
+// the params tp ranks compute from their blocks of the rows (Param::token_split: MoE routers,
+// shared experts, and the experts unless ep > 1; under SP the norms and row-parallel biases),
+// over tp x dp; region 2, under ep the experts, over the ranks holding the same experts (edp,
+// times tp with tp > 1).
 ModelGroups allocate_for_layout(ParamStore& store, Backend& backend, const ProcessGroups& groups);
 
 class DataParallel {

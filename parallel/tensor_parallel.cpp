@@ -98,41 +98,6 @@ class TpTokenGroup final : public nn::TokenGroup {
   Communicator& tp_;
 };
 
-// Gradients of params replicated over tp but computed from this rank's rows alone: each
-// backward's contribution is formed apart, summed over tp, then accumulated.
-class SummedGrads {
- public:
-  SummedGrads(Communicator& tp, std::vector<Param*> params) : tp_(tp), params_(std::move(params)) {}
-  // Runs fn (which accumulates into the params' gradients) with the gradients redirected.
-  template <typename F>
-  auto run(F&& fn) {
-    size_t n = 0;
-    for (Param* p : params_) n += size_t(p->numel());
-    scratch_.assign(n, 0.0f);
-    std::vector<float*> saved;
-    float* at = scratch_.data();
-    for (Param* p : params_) {
-      saved.push_back(p->g);
-      p->g = at;
-      at += p->numel();
-    }
-    auto result = fn();
-    for (size_t i = 0; i < params_.size(); ++i) params_[i]->g = saved[i];
-    tp_.all_reduce(scratch_.data(), n, ReduceOp::kSum);
-    at = scratch_.data();
-    for (Param* p : params_) {
-      CASTOR_KERNEL_CHECK(kc::add(p->g, p->g, at, p->numel()));
-      at += p->numel();
-    }
-    return result;
-  }
-
- private:
-  Communicator& tp_;
-  std::vector<Param*> params_;
-  std::vector<float> scratch_;
-};
-
 // The params registered since `first` (their pointers stay valid: the store is a deque).
 std::vector<Param*> registered_since(ParamStore& store, size_t first) {
   std::vector<Param*> out;
@@ -140,19 +105,12 @@ std::vector<Param*> registered_since(ParamStore& store, size_t first) {
   return out;
 }
 
-class SummedGradNorm final : public nn::Module {
- public:
-  SummedGradNorm(std::unique_ptr<nn::Module> inner, SummedGrads grads)
-      : inner_(std::move(inner)), grads_(std::move(grads)) {}
-  Tensor forward(const Pass& pass, Tensor x) override { return inner_->forward(pass, x); }
-  Tensor backward(const Pass& pass, Tensor dy) override {
-    return grads_.run([&] { return inner_->backward(pass, dy); });
-  }
-
- private:
-  std::unique_ptr<nn::Module> inner_;
-  SummedGrads grads_;
-};
+// Params replicated over tp whose gradients each tp rank computes from its block of the
+// rows alone: partial sums, which data parallelism reduces over tp x dp
+// (parallel/data_parallel.h allocate_for_layout).
+void mark_token_split(const std::vector<Param*>& params) {
+  for (Param* p : params) p->token_split = true;
+}
 
 // An MoE layer on this rank's block of the rows. Without SP it takes its block of the
 // (replicated) input and all-gathers the outputs, and the reverse in backward; under SP the
@@ -202,21 +160,16 @@ class ColumnParallelLinear final : public nn::LinearLayer {
 
 class RowParallelLinear final : public nn::LinearLayer {
  public:
-  RowParallelLinear(std::unique_ptr<nn::Linear> linear, std::unique_ptr<nn::Module> exit, Param* bias,
-                    Communicator& tp, bool sp)
-      : linear_(std::move(linear)), exit_(std::move(exit)), bias_(bias), sp_(sp), bias_grads_(tp, {bias}) {}
+  RowParallelLinear(std::unique_ptr<nn::Linear> linear, std::unique_ptr<nn::Module> exit, Param* bias)
+      : linear_(std::move(linear)), exit_(std::move(exit)), bias_(bias) {}
   Tensor forward(const Pass& pass, Tensor x) override {
     Tensor y = exit_->forward(pass, linear_->forward(pass, x));
     if (bias_) CASTOR_KERNEL_CHECK(kc::bias_add_rows(y.f32(), bias_->w, y.shape[0], bias_->numel()));
     return y;
   }
   Tensor backward(const Pass& pass, Tensor dy) override {
-    if (bias_) {
-      auto grad = [&] {
-        return kc::bias_grad_accumulate(bias_->g, dy.f32(), dy.shape[0], bias_->numel());
-      };
-      CASTOR_KERNEL_CHECK(sp_ ? bias_grads_.run(grad) : grad());  // SP: this rank's rows only
-    }
+    // Under SP from this rank's rows only (the bias is then marked token_split).
+    if (bias_) CASTOR_KERNEL_CHECK(kc::bias_grad_accumulate(bias_->g, dy.f32(), dy.shape[0], bias_->numel()));
     return linear_->backward(pass, exit_->backward(pass, dy));
   }
   int64_t in_features() const override { return linear_->in_features(); }
@@ -226,8 +179,6 @@ class RowParallelLinear final : public nn::LinearLayer {
   std::unique_ptr<nn::Linear> linear_;
   std::unique_ptr<nn::Module> exit_;
   Param* bias_;
-  bool sp_;
-  SummedGrads bias_grads_;
 };
 
 // LM head + cross-entropy over this rank's V/tp vocabulary rows, a chunk of rows at a time:
@@ -310,7 +261,7 @@ nn::TokenGroup* TensorParallel::token_group() { return tp_.size() > 1 ? token_gr
 std::unique_ptr<nn::Module> TensorParallel::split_tokens(std::unique_ptr<nn::Module> layer, std::vector<Param*> params,
                                                          Backend& backend, int64_t max_rows, int64_t C) {
   if (tp_.size() == 1) return layer;
-  for (Param* p : params) p->token_split = true;
+  mark_token_split(params);
   return std::make_unique<SplitTokensLayer>(std::move(layer), tp_, sp_, backend, max_rows, C);
 }
 
@@ -333,16 +284,17 @@ std::unique_ptr<nn::LinearLayer> TensorParallel::row(ParamStore& store, Backend&
   auto linear = std::make_unique<nn::Linear>(store, backend, max_rows, in, std::vector<nn::Linear::Piece>{weight},
                                              init_std, split);
   Param* bias = piece.bias_name.empty() ? nullptr : store.add(piece.bias_name, {piece.out}, Init::zeros(), false);
+  if (bias && sp_) mark_token_split({bias});
   return std::make_unique<RowParallelLinear>(std::move(linear), region(Region::kExit, backend, max_rows, piece.out),
-                                             bias, tp_, sp_);
+                                             bias);
 }
 
 std::unique_ptr<nn::Module> TensorParallel::norm(ParamStore& store, Backend& backend, int64_t max_rows, int64_t C,
                                                  Family family, const std::string& prefix, float eps) {
   const size_t first = store.params().size();
-  auto inner = std::make_unique<nn::Norm>(store, backend, max_rows, C, family, prefix, eps);
-  if (!sp_ || tp_.size() == 1) return inner;  // every rank normalises every row: gradients agree
-  return std::make_unique<SummedGradNorm>(std::move(inner), SummedGrads(tp_, registered_since(store, first)));
+  auto norm = std::make_unique<nn::Norm>(store, backend, max_rows, C, family, prefix, eps);
+  if (sp_ && tp_.size() > 1) mark_token_split(registered_since(store, first));  // else every rank has every row
+  return norm;
 }
 
 std::unique_ptr<nn::Module> TensorParallel::region(Region kind, Backend& backend, int64_t max_rows, int64_t C) {

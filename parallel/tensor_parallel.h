@@ -7,12 +7,12 @@
 //   the head's softmax normalised with a max and a sum over ranks (no rank forms the full
 //   logits).
 // With sequence parallelism the norm and residual regions hold a contiguous block of the
-// pass's B*T token rows per rank, all-gathers and reduce-scatters replace the all-reduces,
-// and the norms' (and row-parallel biases') weight gradients, computed on a block of rows,
-// are summed over tp as they are produced. MoE layers are not split by tp either: each tp
-// rank routes its block of the rows through all of them (router statistics summed over tp,
-// so losses and capacity drops are the whole micro-batch's); their gradients are partial
-// sums, reduced over tp x dp with the data-parallel gradients (parallel/data_parallel.h). The rest replicated over tp (positions, adapters, multimodal heads) runs on every
+// pass's B*T token rows per rank and all-gathers and reduce-scatters replace the all-reduces.
+// MoE layers are not split by tp: each tp rank routes its block of the rows through them
+// (router statistics summed over tp, so losses and capacity drops are the whole
+// micro-batch's). Params computed from a block of rows (MoE layers; under SP the norms and
+// row-parallel biases) are marked Param::token_split: their partial gradients are reduced
+// over tp x dp with the data-parallel ones (parallel/data_parallel.h allocate_for_layout). The rest replicated over tp (positions, adapters, multimodal heads) runs on every
 // row, so its gradients agree.
 #pragma once
 #include <memory>

@@ -41,9 +41,14 @@ void expect_near(const float* got, const float* want, int64_t n, const char* wha
 
 // Every param of `split` (a store holding this rank's shards) against the same-named param
 // of `whole`: weights equal the slice (same init), gradients equal the slice of the whole
-// gradients.
-void expect_grads_match(ParamStore& split, ParamStore& whole) {
+// gradients; those marked token_split once summed over tp, as the gradient reduction does.
+void expect_grads_match(Communicator& tp, ParamStore& split, ParamStore& whole, bool any_token_split) {
+  bool marked = false;
   for (Param& p : split.params()) {
+    if (p.token_split) {
+      tp.all_reduce(p.g, size_t(p.numel()), ReduceOp::kSum);
+      marked = true;
+    }
     const Param* w = whole.find(p.name);
     ASSERT_NE(w, nullptr) << p.name;
     std::vector<float> want(size_t(p.numel()));
@@ -52,6 +57,7 @@ void expect_grads_match(ParamStore& split, ParamStore& whole) {
     shard_extract(p, w->g, want.data());
     expect_near(p.g, want.data(), p.numel(), ("gradient of " + p.name).c_str());
   }
+  EXPECT_EQ(marked, any_token_split);
 }
 
 class TensorParallelLayers : public ::testing::TestWithParam<bool> {  // sequence parallel?
@@ -138,7 +144,7 @@ TEST_P(TensorParallelLayers, ColumnAndRowEqualTheWholeLayers) {
   const std::vector<float> da_want =
       column_slices(std::vector<float>(da_whole.f32(), da_whole.f32() + kRows * F), kRows, {F}, r, tp);
   expect_near(da.f32(), da_want.data(), kRows * F / tp, "row-parallel input gradient");
-  expect_grads_match(split_store, whole_store);  // the row bias's summed over tp under SP
+  expect_grads_match(world_, split_store, whole_store, sp);  // under SP the row bias's is a partial sum
 }
 
 TEST_P(TensorParallelLayers, NormEqualsTheWholeNorm) {
@@ -167,7 +173,7 @@ TEST_P(TensorParallelLayers, NormEqualsTheWholeNorm) {
     expect_near(y.f32(), yw.f32() + first * kC, mine * kC, "norm output");
     Tensor dx = part->backward(pass, nn::rows_view(dy_mine.data(), mine, kC));
     expect_near(dx.f32(), dxw.f32() + first * kC, mine * kC, "norm input gradient");
-    expect_grads_match(split_store, whole_store);  // summed over tp under SP
+    expect_grads_match(world_, split_store, whole_store, sp);  // partial sums under SP
   }
 }
 
