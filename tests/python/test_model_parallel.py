@@ -41,7 +41,9 @@ def layout(tp=1, dp=1, ep=1, zero=0, extra=()):
 
 # name: (model, moe mode, (ranks, dp, options))
 CASES = {
-    # dense, every tp/dp layout up to 4 ranks (dp alone: test_data_parallel), SP on and off
+    # dense, every tp/dp layout up to 4 ranks, SP on and off
+    "gpt2 dp2": ("gpt2", [], layout(dp=2)),
+    "llama dp4 zero2": ("llama", [], layout(dp=4, zero=2)),
     "gpt2 tp2": ("gpt2", [], layout(tp=2)),
     "gpt2 tp2 sp": ("gpt2", [], layout(tp=2, extra=SP)),
     "gpt2 tp4 sp": ("gpt2", [], layout(tp=4, extra=SP)),
@@ -50,6 +52,8 @@ CASES = {
     "llama tp2 dp2 sp zero2": ("llama", [], layout(tp=2, dp=2, zero=2, extra=SP)),
     "llama tp2": ("llama", [], layout(tp=2)),
     # multimodal MoE, every tp/dp/ep layout up to 4 ranks, both MoE modes, SP on and off
+    "moe dp2 dropless": ("moe", DROPLESS, layout(dp=2)),
+    "moe dp4 capacity zero1": ("moe", CAPACITY, layout(dp=4, zero=1)),
     "moe tp2 capacity": ("moe", CAPACITY, layout(tp=2)),
     "moe tp2 sp dropless": ("moe", DROPLESS, layout(tp=2, extra=SP)),
     "moe dp2 ep2 capacity": ("moe", CAPACITY, layout(dp=2, ep=2)),
