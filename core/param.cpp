@@ -168,6 +168,12 @@ void ParamStore::initialize(uint64_t seed) {
 
 void ParamStore::zero_grads() { std::memset(grads_.data(), 0, arena_elems_ * sizeof(float)); }
 
+std::vector<Param*> ParamStore::added_since(size_t first) {
+  std::vector<Param*> out;
+  for (size_t i = first; i < params_.size(); ++i) out.push_back(&params_[i]);
+  return out;
+}
+
 Param* ParamStore::find(const std::string& name) {
   for (Param& p : params_)
     if (p.name == name) return &p;

@@ -80,6 +80,8 @@ class ParamStore {
   const std::deque<Param>& params() const { return params_; }
   std::deque<Param>& params() { return params_; }
   Param* find(const std::string& name);
+  // The params registered since params().size() was `first` (e.g. by one module).
+  std::vector<Param*> added_since(size_t first);
   size_t numel() const { return numel_; }
   size_t arena_elems() const { return arena_elems_; }  // numel() plus padding
   // Region r is the arena range [region_begin(r), region_begin(r + 1)); r < regions().

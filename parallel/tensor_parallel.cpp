@@ -98,13 +98,6 @@ class TpTokenGroup final : public nn::TokenGroup {
   Communicator& tp_;
 };
 
-// The params registered since `first` (their pointers stay valid: the store is a deque).
-std::vector<Param*> registered_since(ParamStore& store, size_t first) {
-  std::vector<Param*> out;
-  for (size_t i = first; i < store.params().size(); ++i) out.push_back(&store.params()[i]);
-  return out;
-}
-
 // Params replicated over tp whose gradients each tp rank computes from its block of the
 // rows alone: partial sums, which data parallelism reduces over tp x dp
 // (parallel/data_parallel.h allocate_for_layout).
@@ -293,7 +286,7 @@ std::unique_ptr<nn::Module> TensorParallel::norm(ParamStore& store, Backend& bac
                                                  Family family, const std::string& prefix, float eps) {
   const size_t first = store.params().size();
   auto norm = std::make_unique<nn::Norm>(store, backend, max_rows, C, family, prefix, eps);
-  if (sp_ && tp_.size() > 1) mark_token_split(registered_since(store, first));  // else every rank has every row
+  if (sp_ && tp_.size() > 1) mark_token_split(store.added_since(first));  // else every rank has every row
   return norm;
 }
 

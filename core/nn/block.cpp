@@ -53,9 +53,7 @@ Block::Block(ParamStore& store, Backend& backend, LayerBuilder& layers, const Mo
         cfg.family == Family::kGpt2 ? "transformer.h." + L + ".mlp" : "model.layers." + L + ".block_sparse_moe",
         proj_std, layers.dispatcher(cfg.moe_experts), layers.token_group());
     moe_ = moe.get();
-    std::vector<Param*> params;
-    for (size_t i = first; i < store.params().size(); ++i) params.push_back(&store.params()[i]);
-    ffn_ = layers.split_tokens(std::move(moe), std::move(params), backend, rows, C_);
+    ffn_ = layers.split_tokens(std::move(moe), store.added_since(first), backend, rows, C_);
   }
   const size_t bytes = size_t(rows * C_) * sizeof(float);
   res1_ = Buffer(backend, bytes);

@@ -77,8 +77,7 @@ Moe::Moe(ParamStore& store, Backend& backend, const ModelConfig& cfg, int64_t ma
       down_b_.push_back(store.add(p + ".c_proj.bias", {C_}, Init::zeros(), false));
     }
   }
-  for (size_t i = registered; i < store.params().size(); ++i)  // all but the router
-    store.params()[i].expert = &store.params()[i] != router_;
+  for (Param* p : store.added_since(registered)) p->expert = p != router_;  // all but the router
   if (cfg.moe_shared_expert) {
     const std::string p = prefix + ".shared_expert";
     if (swiglu_) {
@@ -93,7 +92,6 @@ Moe::Moe(ParamStore& store, Backend& backend, const ModelConfig& cfg, int64_t ma
     }
   }
   const int64_t N = max_rows, M = max_rows * k_;
-  auto floats = [&](int64_t n) { return Buffer(backend, size_t(n) * sizeof(float)); };
   logits_ = floats(N * E_);
   probs_ = floats(N * E_);
   dlogits_ = floats(N * E_);
@@ -112,7 +110,6 @@ Moe::Moe(ParamStore& store, Backend& backend, const ModelConfig& cfg, int64_t ma
 void Moe::reserve_rows(int64_t rows) {
   if (rows <= reserved_rows_) return;
   const int64_t U = swiglu_ ? 2 * F_ : F_;
-  auto floats = [&](int64_t n) { return Buffer(backend_, size_t(std::max<int64_t>(n, 1)) * sizeof(float)); };
   xin_ = floats(rows * C_);
   hup_ = floats(rows * U);
   act_ = floats(rows * F_);
@@ -123,6 +120,8 @@ void Moe::reserve_rows(int64_t rows) {
   dxin_ = floats(rows * C_);
   reserved_rows_ = rows;
 }
+
+Buffer Moe::floats(int64_t n) const { return Buffer(backend_, size_t(std::max<int64_t>(n, 1)) * sizeof(float)); }
 
 // Blocks of expert work. Row blocks of at most kRowBlock rows and weight-gradient blocks
 // of at most kColBlock output rows/columns, split evenly; the split depends only on the
@@ -318,7 +317,8 @@ Tensor Moe::forward(const Pass& pass, Tensor x) {
   dispatcher_->dispatch(x_, C_, xin_.f32());
   laps.lap(t.dispatch);
   const std::vector<int64_t>& off = dispatcher_->expert_offsets();
-  std::vector<int64_t> counts(size_t(dispatcher_->local_experts()) + 1);  // loads, then dropped assignments
+  std::vector<int64_t>& counts = load_counts_;  // loads, then dropped assignments
+  counts.assign(size_t(dispatcher_->local_experts()) + 1, 0);
   for (int64_t e = 0; e < dispatcher_->local_experts(); ++e) counts[size_t(e)] = off[size_t(e) + 1] - off[size_t(e)];
   counts.back() = dispatcher_->dropped();
   group_.sum(counts.data(), counts.size());  // over the batch's blocks

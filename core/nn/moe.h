@@ -75,6 +75,7 @@ class Moe final : public Module {
   kernels::Status expert_grad_up(int64_t e, int64_t u0, int64_t n);
 
   void reserve_rows(int64_t rows);
+  Buffer floats(int64_t n) const;  // a buffer of n floats (at least one)
   void group_statistics();
 
   Backend& backend_;
@@ -83,6 +84,7 @@ class Moe final : public Module {
   // Split batches: per (choice, expert) counts of this block and of every block, per-expert
   // totals, and the batch's assignments before this block's (moe_plan's `before`).
   std::vector<int64_t> choice_counts_, group_counts_, expert_totals_, before_;
+  std::vector<int64_t> load_counts_;  // rows per local expert, then dropped (summed over the group)
   bool swiglu_;
   int64_t C_, F_, E_, k_;
   double capacity_factor_;
