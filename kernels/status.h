@@ -9,6 +9,7 @@ enum class Status {
   kInvalidArgument,   // a size, pointer or stride the kernel cannot use
   kOutOfRange,        // an index (e.g. a token id) outside its table
   kNotSupported,      // a combination this kernel does not implement
+  kDeviceError,       // a CUDA launch or runtime call failed (GPU kernels)
 };
 
 inline const char* status_string(Status s) {
@@ -17,6 +18,7 @@ inline const char* status_string(Status s) {
     case Status::kInvalidArgument: return "invalid argument";
     case Status::kOutOfRange: return "index out of range";
     case Status::kNotSupported: return "not supported";
+    case Status::kDeviceError: return "CUDA device error";
   }
   return "unknown status";
 }

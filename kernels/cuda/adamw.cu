@@ -2,6 +2,8 @@
 // on the host. Mirrors kernels/cpu/optim.cpp.
 #include "kernels/cuda/adamw.cuh"
 
+#include "kernels/cuda/common.cuh"
+
 #include <cmath>
 
 namespace castor::kernels::cuda {
@@ -33,7 +35,7 @@ Status adamw_step(float* w, const float* g, float* m, float* v, int64_t n, const
   const int64_t blocks = std::min<int64_t>((n + threads - 1) / threads, 65535);
   adamw_kernel<<<unsigned(blocks), threads, 0, stream>>>(w, g, m, v, n, h.lr, h.beta1, h.beta2, h.eps,
                                                          h.weight_decay, h.grad_scale, inv_bc1, inv_bc2);
-  return cudaGetLastError() == cudaSuccess ? Status::kOk : Status::kInvalidArgument;
+  return launched();
 }
 
 }  // namespace castor::kernels::cuda
