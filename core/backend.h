@@ -1,4 +1,4 @@
-// Backend: where memory lives and how it is moved. The cpu backend is real and fast
+// Backend: where memory lives, how it is moved, and the Ops that compute on it. The cpu backend is real and fast
 // and is the oracle for the cuda backend (kernels/cuda, GPU issue). Buffer owns one
 // allocation from a Backend and frees it on destruction (move-only).
 #pragma once
@@ -9,6 +9,8 @@
 #include "core/tensor.h"
 
 namespace castor {
+
+class Ops;
 
 class Backend {
  public:
@@ -25,6 +27,8 @@ class Backend {
   // Bytes currently allocated and the peak since construction (memory reporting).
   virtual size_t allocated_bytes() const = 0;
   virtual size_t peak_bytes() const = 0;
+  // The kernels on this backend's memory (core/ops.h).
+  virtual Ops& ops() = 0;
 };
 
 // threads: OpenMP/OpenBLAS pool size for this process (<= 0: leave the default).
@@ -36,6 +40,8 @@ class Buffer {
   Buffer(Backend& backend, size_t bytes) : backend_(&backend), bytes_(bytes) {
     data_ = bytes ? backend.allocate(bytes) : nullptr;
   }
+  // elems elements of type t (an activation buffer: ref() and rows() carry the type).
+  Buffer(Backend& backend, DType t, int64_t elems) : Buffer(backend, size_t(elems) * dtype_size(t)) { dtype_ = t; }
   ~Buffer() { reset(); }
   Buffer(Buffer&& o) noexcept { *this = std::move(o); }
   Buffer& operator=(Buffer&& o) noexcept {
@@ -44,6 +50,7 @@ class Buffer {
       backend_ = o.backend_;
       data_ = o.data_;
       bytes_ = o.bytes_;
+      dtype_ = o.dtype_;
       o.data_ = nullptr;
       o.bytes_ = 0;
     }
@@ -55,6 +62,12 @@ class Buffer {
   void* data() const { return data_; }
   float* f32() const { return static_cast<float*>(data_); }
   size_t bytes() const { return bytes_; }
+  DType dtype() const { return dtype_; }
+  Ref ref() const { return {data_, dtype_}; }
+  // The first rows x cols elements as a 2-D tensor.
+  Tensor rows(int64_t rows, int64_t cols) const {
+    return {data_, dtype_, {rows, cols}, backend_ ? backend_->device() : Device::kCpu};
+  }
 
  private:
   void reset() {
@@ -64,6 +77,7 @@ class Buffer {
   Backend* backend_ = nullptr;
   void* data_ = nullptr;
   size_t bytes_ = 0;
+  DType dtype_ = DType::f32;
 };
 
 }  // namespace castor

@@ -11,6 +11,7 @@
 #include <unordered_map>
 
 #include "core/backend.h"
+#include "core/cpu_ops.h"
 #include "kernels/cpu/gemm.h"
 
 namespace castor {
@@ -64,12 +65,14 @@ class CpuBackend final : public Backend {
   void synchronize() override {}
   size_t allocated_bytes() const override { return current_; }
   size_t peak_bytes() const override { return peak_; }
+  Ops& ops() override { return ops_; }
 
  private:
   std::mutex mu_;
   std::unordered_map<void*, size_t> sizes_;
   size_t current_ = 0;
   size_t peak_ = 0;
+  CpuOps ops_{*this};  // last: its scratch buffer is freed through this backend first
 };
 
 }  // namespace

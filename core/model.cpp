@@ -27,7 +27,7 @@ float loss_term_weight(const LossConfig& c, LossTerm t) {
 
 Transformer::Transformer(const ModelConfig& cfg, ParamStore& store, Backend& backend, int64_t max_B, int64_t max_T,
                          nn::LayerBuilder& layers)
-    : cfg_(cfg), layers_(layers), max_B_(max_B), max_T_(max_T), store_(store) {
+    : cfg_(cfg), layers_(layers), max_B_(max_B), max_T_(max_T), store_(store), ops_(backend.ops()) {
   cfg_.validate();
   CASTOR_CHECK(max_T <= cfg.max_seq_len, "sequence length ", max_T, " exceeds --model.max_seq_len (", cfg.max_seq_len,
                ")");
@@ -48,8 +48,8 @@ Transformer::Transformer(const ModelConfig& cfg, ParamStore& store, Backend& bac
   head_ = cfg.tied_embeddings()
               ? wte_
               : store.add("lm_head.weight", {V, C}, Init::normal(cfg.init_std), true, layers.vocab_shard());
-  emb_ = Buffer(backend, size_t(rows * C) * sizeof(float));
-  dhidden_ = Buffer(backend, size_t(rows * C) * sizeof(float));
+  emb_ = nn::act_buffer(backend, rows * C);
+  dhidden_ = nn::act_buffer(backend, rows * C);
   if (heads_) dheads_ = Buffer(backend, size_t(rows * C) * sizeof(float));
   emb_reduce_ = layers.region(nn::Region::kReduce, backend, rows, C);
   emb_scatter_ = layers.region(nn::Region::kScatter, backend, rows, C);
@@ -97,13 +97,13 @@ Tensor Transformer::trunk_forward(const ModelInput& in, const uint8_t* masked, f
   // Token embeddings of this rank's vocabulary rows (zeros for the others), summed over
   // ranks, then the (replicated) positions: one rounding, as in a single lookup.
   const int64_t v_begin = wte_->shard.rank * wte_->local[0];
-  kernels::Status st = kc::embedding_forward(emb_.f32(), in.ids, wte_->w, nullptr, in.rows(), in.T, C, cfg_.vocab_size,
-                                             v_begin, wte_->local[0]);
-  CASTOR_CHECK(st == kernels::Status::kOk, "token id outside the model vocabulary (", cfg_.vocab_size, ")");
-  Tensor x = emb_reduce_->forward(pass_, nn::rows_view(emb_.f32(), in.rows(), C));
+  const bool ids_ok = ops_.embedding_forward(emb_.ref(), in.ids, wte_->cw(), {}, in.rows(), in.T, C,
+                                              cfg_.vocab_size, v_begin, wte_->local[0]);
+  CASTOR_CHECK(ids_ok, "token id outside the model vocabulary (", cfg_.vocab_size, ")");
+  Tensor x = emb_reduce_->forward(pass_, emb_.rows(in.rows(), C));
   if (wpe_)
     for (int64_t b = 0; b < in.B; ++b)
-      CASTOR_KERNEL_CHECK(kc::add(x.f32() + b * in.T * C, x.f32() + b * in.T * C, wpe_->w + past * C, in.T * C));
+      ops_.add(ref(x).at(b * in.T * C), ref(x).at(b * in.T * C), wpe_->cw().at(past * C), in.T * C);
   // Without adapters, media positions keep their token embedding (end-of-text): a text-only
   // teacher can distil on multimodal batches. Training refuses such shards up front.
   if (adapters_) adapters_->forward(in, masked, wpe_ ? wpe_->w : nullptr, x.f32());
@@ -145,7 +145,7 @@ LossValues Transformer::forward(const ModelInput& in, const LossConfig& losses, 
   const int64_t moe_layers = cfg_.moe_layers();
   const float layer_scale = moe_layers > 0 ? scale / float(moe_layers) : 0.0f;
   Tensor h = trunk_forward(in, masked_in_, losses.balance * layer_scale, losses.router_z * layer_scale);
-  float* dh = train ? dhidden_.f32() : nullptr;
+  const Ref dh = train ? dhidden_.ref() : Ref{};
 
   // lm and align: one pass of the fused head with per-row weights.
   int64_t n_lm = 0, n_align = 0;
@@ -157,7 +157,7 @@ LossValues Transformer::forward(const ModelInput& in, const LossConfig& losses, 
     const float s_lm = n_lm ? losses.lm * scale / float(n_lm) : 0.0f;
     const float s_align = n_align ? losses.align * scale / float(n_align) : 0.0f;
     for (int64_t n = 0; n < N; ++n) row_scale_[size_t(n)] = in.align && in.align[n] ? s_align : s_lm;
-    vocab_head_->xent(h.f32(), head_->w, in.targets, N, dh, train ? head_->g : nullptr, row_scale_.data(),
+    vocab_head_->xent(ref(h), head_->cw(), in.targets, N, dh, train ? head_->g : nullptr, row_scale_.data(),
                       row_losses_.data());
     double sum_lm = 0.0, sum_align = 0.0;
     for (int64_t n = 0; n < N; ++n) {
@@ -166,8 +166,8 @@ LossValues Transformer::forward(const ModelInput& in, const LossConfig& losses, 
     }
     if (n_lm) set(LossTerm::lm, sum_lm / double(n_lm), n_lm);
     if (n_align) set(LossTerm::align, sum_align / double(n_align), n_align);
-  } else if (dh) {
-    std::fill(dh, dh + N * C, 0.0f);
+  } else if (dh.p) {
+    ops_.zero(dh, N * C);
   }
   if (teacher_ && losses.distill > 0 && in.targets && n_lm + n_align > 0) {
     int64_t count = 0;
@@ -258,10 +258,10 @@ void Transformer::backward(const std::function<void(size_t)>& grads_ready) {
     if (grads_ready) grads_ready(offset);
   };
   const int64_t C = cfg_.d_model;
-  Tensor d = head_enter_->backward(pass_, nn::rows_view(dhidden_.f32(), pass_.rows(), C));
+  Tensor d = head_enter_->backward(pass_, dhidden_.rows(pass_.rows(), C));
   if (heads_) {
     Tensor mine = heads_rows_->forward(pass_, nn::rows_view(dheads_.f32(), pass_.rows(), C));
-    CASTOR_KERNEL_CHECK(kc::add(d.f32(), d.f32(), mine.f32(), d.numel()));
+    ops_.add(ref(d), ref(d), ref(mine), d.numel());
   }
   d = norm_f_->backward(pass_, d);
   // Within each arena region params keep registration order, so once block l is done every
@@ -274,8 +274,8 @@ void Transformer::backward(const std::function<void(size_t)>& grads_ready) {
   d = emb_reduce_->backward(pass_, emb_scatter_->backward(pass_, d));
   if (adapters_) adapters_->backward(in_, masked_in_, wpe_ ? wpe_->g : nullptr, d.f32());
   const int64_t v_begin = wte_->shard.rank * wte_->local[0];
-  CASTOR_KERNEL_CHECK(kc::embedding_backward(wte_->g, wpe_ ? wpe_->g : nullptr, d.f32(), in_.ids, pass_.rows(), pass_.T,
-                                             C, cfg_.vocab_size, v_begin, wte_->local[0]));
+  ops_.embedding_backward(wte_->g, wpe_ ? wpe_->g : nullptr, ref(d), in_.ids, pass_.rows(), pass_.T, C,
+                          cfg_.vocab_size, v_begin, wte_->local[0]);
   ready(0);
 }
 

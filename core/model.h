@@ -123,6 +123,7 @@ class Transformer {
   // allocated, and params reduced apart may sit in later arena regions).
   size_t lowest_offset(size_t first, size_t last) const;
   const ParamStore& store_;
+  Ops& ops_;
   std::vector<std::pair<size_t, size_t>> block_params_;
   size_t tail_first_ = 0;
   std::unique_ptr<nn::Module> norm_f_;

@@ -4,7 +4,7 @@
 #include <algorithm>
 #include <cmath>
 
-#include "kernels/cpu/optim.h"
+#include "core/ops.h"
 
 namespace castor {
 
@@ -31,7 +31,7 @@ bool ArenaShard::is_whole(size_t arena_elems) const {
 }
 
 AdamW::AdamW(const OptimConfig& cfg, ParamStore& store, Backend& backend, ArenaShard shard, const float* grads)
-    : cfg_(cfg), store_(store), shard_(std::move(shard)), grads_(grads) {
+    : cfg_(cfg), store_(store), ops_(backend.ops()), shard_(std::move(shard)), grads_(grads) {
   cfg_.validate();
   CASTOR_CHECK(store.allocated(), "AdamW: allocate the ParamStore first");
   // Ranges in arena order, so that step() walks the params once.
@@ -60,9 +60,7 @@ const float* AdamW::grad_at(const ArenaShard::Range& r) const {
 double AdamW::grad_sum_squares() const {
   double total = 0.0;
   for (const auto& r : shard_.ranges) {
-    double ss = 0.0;
-    CASTOR_KERNEL_CHECK(kc::sum_squares(&ss, grad_at(r), int64_t(r.arena_end - r.arena_begin)));
-    total += ss;
+    total += ops_.sum_squares(grad_at(r), int64_t(r.arena_end - r.arena_begin));
   }
   return total;
 }
@@ -86,8 +84,7 @@ void AdamW::for_each_part(F&& fn) const {
 
 void AdamW::grad_sum_squares(const std::function<size_t(const Param&)>& group, std::span<double> sums) const {
   for_each_part([&](const Param& p, const ArenaShard::Range& r, size_t begin, size_t end) {
-    double ss = 0.0;
-    CASTOR_KERNEL_CHECK(kc::sum_squares(&ss, grad_at(r) + (begin - r.arena_begin), int64_t(end - begin)));
+    const double ss = ops_.sum_squares(grad_at(r) + (begin - r.arena_begin), int64_t(end - begin));
     const size_t g = group(p);
     CASTOR_CHECK(g < sums.size(), "grad_sum_squares: group ", g, " out of range");
     sums[g] += ss;
@@ -101,8 +98,7 @@ void AdamW::step(float lr, double grad_norm) {
   for_each_part([&](const Param& p, const ArenaShard::Range& r, size_t begin, size_t end) {
     const size_t skip = begin - r.arena_begin, at = r.shard_offset + skip;
     kc::AdamWHyper h{lr, cfg_.beta1, cfg_.beta2, cfg_.eps, p.decay ? cfg_.weight_decay : 0.0f, t_, scale};
-    CASTOR_KERNEL_CHECK(kc::adamw_step(store_.weights() + begin, grad_at(r) + skip, m_.f32() + at, v_.f32() + at,
-                                       int64_t(end - begin), h));
+    ops_.adamw_step(store_.weights() + begin, grad_at(r) + skip, m_.f32() + at, v_.f32() + at, int64_t(end - begin), h);
   });
 }
 

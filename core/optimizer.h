@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "core/config.h"
+#include "core/ops.h"
 #include "core/param.h"
 
 namespace castor {
@@ -66,6 +67,7 @@ class AdamW {
  private:
   OptimConfig cfg_;
   ParamStore& store_;
+  Ops& ops_;
   ArenaShard shard_;
   const float* grads_;    // nullptr: the gradient arena
   const float* grad_at(const ArenaShard::Range& r) const;  // the range's first gradient

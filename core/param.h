@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "core/backend.h"
+#include "core/ops.h"
 #include "core/tensor.h"
 
 namespace castor {
@@ -46,6 +47,10 @@ struct Param {
   size_t offset = 0;   // element offset into the arenas
   float* w = nullptr;  // weight view (valid after ParamStore::allocate)
   float* g = nullptr;  // gradient view
+  void* w16 = nullptr;  // bf16 compute copy of w (bf16 activations), else null
+
+  // The weight kernels compute with: the bf16 copy under mixed precision, else w.
+  Ref cw() const { return w16 ? Ref{w16, DType::bf16} : ref(w); }
 
   int64_t numel() const { return local.numel(); }  // elements this rank holds
   Tensor weight() const { return f32_tensor(w, local); }

@@ -80,4 +80,21 @@ struct Tensor {
 
 inline Tensor f32_tensor(float* data, Shape shape) { return {data, DType::f32, shape, Device::kCpu}; }
 
+// An operand in backend memory: pointer and element type. at(n) is n elements further.
+struct Ref {
+  void* p = nullptr;
+  DType t = DType::f32;
+  Ref at(int64_t elems) const {
+    return {p ? static_cast<char*>(p) + elems * int64_t(dtype_size(t)) : nullptr, t};
+  }
+  float* f32() const {
+    CASTOR_CHECK(t == DType::f32, "operand is ", dtype_name(t), ", expected f32");
+    return static_cast<float*>(p);
+  }
+};
+inline Ref ref(const Tensor& x) { return {x.data, x.dtype}; }
+inline Ref ref(float* p) { return {p, DType::f32}; }
+inline Ref ref(const float* p) { return {const_cast<float*>(p), DType::f32}; }
+
+
 }  // namespace castor

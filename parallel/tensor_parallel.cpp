@@ -186,9 +186,13 @@ class VocabParallelHead final : public nn::VocabHead {
     sums_.resize(size_t(2 * chunk_));
   }
 
-  kc::XentResult xent(const float* h, const float* w, const int32_t* targets, int64_t N, float* dh, float* dw,
+  // f32 operands (cpu backend).
+  kc::XentResult xent(Ref h_ref, Ref w_ref, const int32_t* targets, int64_t N, Ref dh_ref, float* dw,
                       const float* row_scale, double* row_losses) override {
     kc::XentResult result;
+    const float* h = h_ref.f32();
+    const float* w = w_ref.f32();
+    float* dh = dh_ref.p ? dh_ref.f32() : nullptr;
     const bool backward = dh != nullptr;
     float* logits = logits_.data();
     for (int64_t c0 = 0; c0 < N; c0 += chunk_) {

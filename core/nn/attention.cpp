@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <vector>
 
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/kv_attention.h"
@@ -16,7 +17,8 @@ namespace kc = kernels::cpu;
 Attention::Attention(ParamStore& store, Backend& backend, LayerBuilder& layers, const ModelConfig& cfg, int64_t max_B,
                      int64_t max_T, const std::vector<Linear::Piece>& qkv, const Linear::Piece& out,
                      float out_init_std, int64_t layer)
-    : H_(cfg.n_heads / layers.tp_size()),
+    : ops_(backend.ops()),
+      H_(cfg.n_heads / layers.tp_size()),
       KVH_(cfg.kv_heads() / layers.tp_size()),
       D_(cfg.head_dim()),
       layer_(layer),
@@ -26,16 +28,14 @@ Attention::Attention(ParamStore& store, Backend& backend, LayerBuilder& layers, 
   proj_ = layers.row(store, backend, rows, cfg.n_heads * D_, out, out_init_std);
   CASTOR_CHECK(qkv_->out_features() == (H_ + 2 * KVH_) * D_ && proj_->in_features() == H_ * D_,
                "attention: qkv pieces do not add up");
-  out_ = Buffer(backend, size_t(rows * H_ * D_) * sizeof(float));
-  dout_ = Buffer(backend, size_t(rows * (H_ + 2 * KVH_) * D_) * sizeof(float));
+  out_ = act_buffer(backend, rows * H_ * D_);
+  dout_ = act_buffer(backend, rows * (H_ + 2 * KVH_) * D_);
   lse_ = Buffer(backend, size_t(max_B * H_ * max_T) * sizeof(float));
-  // Enough for the training kernels and for any cached pass of at most max_T positions.
-  scratch_floats_ = std::max(kc::attention_scratch_floats({max_B, max_T, H_, KVH_, D_}, kc::num_threads()),
-                             kc::attention_decode_scratch_floats({0, max_T, H_, KVH_, D_}, kc::num_threads()));
-  scratch_ = Buffer(backend, scratch_floats_ * sizeof(float));
-  if (rope_) {
-    rope_table_ = Buffer(backend, size_t(max_T * D_) * sizeof(float));
-    CASTOR_KERNEL_CHECK(kc::rope_table(rope_table_.f32(), max_T, D_, cfg.rope_theta));
+  if (rope_) {  // computed on the host in double, copied to the backend
+    std::vector<float> table(size_t(max_T * D_));
+    CASTOR_KERNEL_CHECK(kc::rope_table(table.data(), max_T, D_, cfg.rope_theta));
+    rope_table_ = Buffer(backend, table.size() * sizeof(float));
+    backend.copy(rope_table_.data(), table.data(), rope_table_.bytes());
   }
 }
 
@@ -44,15 +44,14 @@ kc::AttentionShape Attention::shape(const Pass& pass) const { return {pass.B, pa
 Tensor Attention::forward(const Pass& pass, Tensor x) {
   Tensor qkv = qkv_->forward(pass, x);
   if (pass.cache) return forward_cached(pass, qkv.f32());
-  qkv_act_ = qkv.f32();
+  qkv_act_ = ref(qkv);
   const int64_t stride = (H_ + 2 * KVH_) * D_;
   if (rope_) {
-    CASTOR_KERNEL_CHECK(kc::rope_apply(qkv_act_, rope_table_.f32(), pass.B, pass.T, H_, D_, stride, false));
-    CASTOR_KERNEL_CHECK(kc::rope_apply(qkv_act_ + H_ * D_, rope_table_.f32(), pass.B, pass.T, KVH_, D_, stride, false));
+    ops_.rope_apply(qkv_act_, rope_table_.f32(), pass.B, pass.T, H_, D_, stride, false);
+    ops_.rope_apply(qkv_act_.at(H_ * D_), rope_table_.f32(), pass.B, pass.T, KVH_, D_, stride, false);
   }
-  CASTOR_KERNEL_CHECK(kc::attention_forward(out_.f32(), lse_.f32(), qkv_act_, shape(pass), scratch_.f32(),
-                                            scratch_floats_, pass.key_begin));
-  return proj_->forward(pass, rows_view(out_.f32(), pass.rows(), H_ * D_));
+  ops_.attention_forward(out_.ref(), lse_.f32(), qkv_act_, shape(pass), pass.key_begin);
+  return proj_->forward(pass, out_.rows(pass.rows(), H_ * D_));
 }
 
 Tensor Attention::forward_cached(const Pass& pass, float* qkv) {
@@ -73,24 +72,25 @@ Tensor Attention::forward_cached(const Pass& pass, float* qkv) {
     std::memcpy(kbuf + (past + t) * kvd, qkv + t * stride + H_ * D_, size_t(kvd) * sizeof(float));
     std::memcpy(vbuf + (past + t) * kvd, qkv + t * stride + (H_ + KVH_) * D_, size_t(kvd) * sizeof(float));
   }
-  CASTOR_KERNEL_CHECK(kc::attention_decode(out_.f32(), H_ * D_, qkv, stride, kbuf, vbuf, kvd, {past, n, H_, KVH_, D_},
-                                           scratch_.f32(), scratch_floats_, pass.key_begin));
-  qkv_act_ = nullptr;
+  const kc::KvAttentionShape s{past, n, H_, KVH_, D_};
+  decode_scratch_.resize(kc::attention_decode_scratch_floats(s, kc::num_threads()));
+  CASTOR_KERNEL_CHECK(kc::attention_decode(out_.f32(), H_ * D_, qkv, stride, kbuf, vbuf, kvd, s,
+                                           decode_scratch_.data(), decode_scratch_.size(), pass.key_begin));
+  qkv_act_ = {};
   return proj_->forward(pass, rows_view(out_.f32(), n, H_ * D_));
 }
 
 Tensor Attention::backward(const Pass& pass, Tensor dy) {
-  CASTOR_CHECK(pass.cache == nullptr && qkv_act_ != nullptr, "attention backward after a cached (generation) pass");
+  CASTOR_CHECK(pass.cache == nullptr && qkv_act_.p != nullptr, "attention backward after a cached (generation) pass");
   Tensor d_att = proj_->backward(pass, dy);
-  float* dqkv = dout_.f32();
-  CASTOR_KERNEL_CHECK(kc::attention_backward(dqkv, d_att.f32(), qkv_act_, out_.f32(), lse_.f32(), shape(pass),
-                                             scratch_.f32(), scratch_floats_, pass.key_begin));
+  const Ref dqkv = dout_.ref();
+  ops_.attention_backward(dqkv, ref(d_att), qkv_act_, out_.ref(), lse_.f32(), shape(pass), pass.key_begin);
   const int64_t stride = (H_ + 2 * KVH_) * D_;
   if (rope_) {
-    CASTOR_KERNEL_CHECK(kc::rope_apply(dqkv, rope_table_.f32(), pass.B, pass.T, H_, D_, stride, true));
-    CASTOR_KERNEL_CHECK(kc::rope_apply(dqkv + H_ * D_, rope_table_.f32(), pass.B, pass.T, KVH_, D_, stride, true));
+    ops_.rope_apply(dqkv, rope_table_.f32(), pass.B, pass.T, H_, D_, stride, true);
+    ops_.rope_apply(dqkv.at(H_ * D_), rope_table_.f32(), pass.B, pass.T, KVH_, D_, stride, true);
   }
-  return qkv_->backward(pass, rows_view(dqkv, pass.rows(), stride));
+  return qkv_->backward(pass, dout_.rows(pass.rows(), stride));
 }
 
 }  // namespace castor::nn

@@ -29,12 +29,13 @@ class Attention final : public Module {
  private:
   kernels::cpu::AttentionShape shape(const Pass& pass) const;
   Tensor forward_cached(const Pass& pass, float* qkv);
+  Ops& ops_;
   int64_t H_, KVH_, D_, layer_;  // heads on this rank
   bool rope_;
   std::unique_ptr<LinearLayer> qkv_, proj_;
-  Buffer out_, lse_, dout_, scratch_, rope_table_;
-  size_t scratch_floats_ = 0;
-  float* qkv_act_ = nullptr;  // post-RoPE q, k and v (owned by qkv_)
+  Buffer out_, lse_, dout_, rope_table_;
+  std::vector<float> decode_scratch_;  // generation (cpu backend)
+  Ref qkv_act_;  // post-RoPE q, k and v (owned by qkv_)
 };
 
 }  // namespace castor::nn

@@ -4,15 +4,11 @@
 #include <cmath>
 #include <string>
 
-#include "kernels/cpu/elementwise.h"
-
 namespace castor::nn {
-
-namespace kc = kernels::cpu;
 
 Block::Block(ParamStore& store, Backend& backend, LayerBuilder& layers, const ModelConfig& cfg, int64_t layer,
              int64_t max_B, int64_t max_T)
-    : C_(cfg.d_model) {
+    : ops_(backend.ops()), C_(cfg.d_model) {
   const int64_t rows = max_B * max_T, hd = cfg.head_dim(), H = cfg.n_heads, KVH = cfg.kv_heads();
   // GPT-2 scheme: residual-stream projections get std / sqrt(2 * n_layers).
   const float proj_std = cfg.init_std / std::sqrt(2.0f * float(cfg.n_layers));
@@ -55,32 +51,29 @@ Block::Block(ParamStore& store, Backend& backend, LayerBuilder& layers, const Mo
     moe_ = moe.get();
     ffn_ = layers.split_tokens(std::move(moe), store.added_since(first), backend, rows, C_);
   }
-  const size_t bytes = size_t(rows * C_) * sizeof(float);
-  res1_ = Buffer(backend, bytes);
-  res2_ = Buffer(backend, bytes);
-  dres1_ = Buffer(backend, bytes);
-  dx_ = Buffer(backend, bytes);
+  res1_ = act_buffer(backend, rows * C_);
+  res2_ = act_buffer(backend, rows * C_);
+  dres1_ = act_buffer(backend, rows * C_);
+  dx_ = act_buffer(backend, rows * C_);
 }
 
 // x holds this rank's rows of the residual stream (all rows without sequence parallelism).
 Tensor Block::forward(const Pass& pass, Tensor x) {
   const int64_t rows = x.shape[0], n = rows * C_;
   Tensor a = attn_->forward(pass, norm1_->forward(pass, x));
-  CASTOR_KERNEL_CHECK(kc::add(res1_.f32(), x.f32(), a.f32(), n));
-  Tensor r1 = rows_view(res1_.f32(), rows, C_);
-  Tensor m = ffn_->forward(pass, norm2_->forward(pass, r1));
-  CASTOR_KERNEL_CHECK(kc::add(res2_.f32(), res1_.f32(), m.f32(), n));
-  return rows_view(res2_.f32(), rows, C_);
+  ops_.add(res1_.ref(), ref(x), ref(a), n);
+  Tensor m = ffn_->forward(pass, norm2_->forward(pass, res1_.rows(rows, C_)));
+  ops_.add(res2_.ref(), res1_.ref(), ref(m), n);
+  return res2_.rows(rows, C_);
 }
 
 Tensor Block::backward(const Pass& pass, Tensor dy) {
   const int64_t rows = dy.shape[0], n = rows * C_;
   Tensor dn2 = norm2_->backward(pass, ffn_->backward(pass, dy));
-  CASTOR_KERNEL_CHECK(kc::add(dres1_.f32(), dy.f32(), dn2.f32(), n));
-  Tensor dr1 = rows_view(dres1_.f32(), rows, C_);
-  Tensor dn1 = norm1_->backward(pass, attn_->backward(pass, dr1));
-  CASTOR_KERNEL_CHECK(kc::add(dx_.f32(), dres1_.f32(), dn1.f32(), n));
-  return rows_view(dx_.f32(), rows, C_);
+  ops_.add(dres1_.ref(), ref(dy), ref(dn2), n);
+  Tensor dn1 = norm1_->backward(pass, attn_->backward(pass, dres1_.rows(rows, C_)));
+  ops_.add(dx_.ref(), dres1_.ref(), ref(dn1), n);
+  return dx_.rows(rows, C_);
 }
 
 }  // namespace castor::nn

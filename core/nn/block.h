@@ -24,6 +24,7 @@ class Block final : public Module {
   const Moe* moe() const { return moe_; }  // nullptr in dense layers
 
  private:
+  Ops& ops_;
   int64_t C_;
   std::unique_ptr<Module> norm1_, norm2_;
   std::unique_ptr<Attention> attn_;

@@ -19,18 +19,15 @@ class Identity final : public Module {
 class WholeVocabHead final : public VocabHead {
  public:
   WholeVocabHead(Backend& backend, int64_t chunk_rows, int64_t C, int64_t V)
-      : chunk_(chunk_rows), C_(C), V_(V), scratch_(backend, kc::lm_head_xent_scratch_floats(chunk_rows, V) * sizeof(float)) {}
-  kc::XentResult xent(const float* h, const float* w, const int32_t* targets, int64_t N, float* dh, float* dw,
-                      const float* row_scale, double* row_losses) override {
-    kc::XentResult r;
-    CASTOR_KERNEL_CHECK(kc::lm_head_xent(&r, h, w, targets, N, C_, V_, 1.0f, dh, dw, scratch_.f32(), chunk_,
-                                         row_scale, row_losses));
-    return r;
+      : ops_(backend.ops()), chunk_(chunk_rows), C_(C), V_(V) {}
+  kc::XentResult xent(Ref h, Ref w, const int32_t* targets, int64_t N, Ref dh, float* dw, const float* row_scale,
+                      double* row_losses) override {
+    return ops_.lm_head_xent(h, w, targets, N, C_, V_, 1.0f, dh, dw, chunk_, row_scale, row_losses);
   }
 
  private:
+  Ops& ops_;
   int64_t chunk_, C_, V_;
-  Buffer scratch_;
 };
 
 }  // namespace

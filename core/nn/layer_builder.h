@@ -37,8 +37,8 @@ enum class Region {
 class VocabHead {
  public:
   virtual ~VocabHead() = default;
-  virtual kernels::cpu::XentResult xent(const float* h, const float* w, const int32_t* targets, int64_t N, float* dh,
-                                        float* dw, const float* row_scale, double* row_losses) = 0;
+  virtual kernels::cpu::XentResult xent(Ref h, Ref w, const int32_t* targets, int64_t N, Ref dh, float* dw,
+                                        const float* row_scale, double* row_losses) = 0;
 };
 
 class LayerBuilder {

@@ -51,8 +51,9 @@ class Linear final : public LinearLayer {
   int64_t in_ = 0, out_ = 0;
   std::vector<Param*> weights_, biases_;
   bool has_bias_ = false;
+  Ops& ops_;
   Buffer y_, dx_;
-  const float* x_ = nullptr;  // cached input (owned by the previous layer)
+  Ref x_;  // cached input (owned by the previous layer)
 };
 
 }  // namespace castor::nn

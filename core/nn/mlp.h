@@ -19,11 +19,12 @@ class Mlp final : public Module {
   Tensor backward(const Pass& pass, Tensor dy) override;
 
  private:
+  Ops& ops_;
   bool swiglu_;
   int64_t F_;  // hidden features on this rank
   std::unique_ptr<LinearLayer> up_, down_;
   Buffer act_, dact_;
-  const float* pre_ = nullptr;  // pre-activation (owned by up_)
+  Ref pre_;  // pre-activation (owned by up_)
 };
 
 }  // namespace castor::nn

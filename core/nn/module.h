@@ -7,6 +7,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "core/backend.h"
+#include "core/ops.h"
 #include "core/tensor.h"
 
 namespace castor::nn {
@@ -44,5 +46,7 @@ class Module {
 
 // Buffer of rows x cols floats viewed as a 2-D tensor of the given rows.
 inline Tensor rows_view(float* data, int64_t rows, int64_t cols) { return f32_tensor(data, {rows, cols}); }
+// An activation buffer of `elems` elements in the backend's activation type.
+inline Buffer act_buffer(Backend& backend, int64_t elems) { return Buffer(backend, backend.ops().act_dtype(), elems); }
 
 }  // namespace castor::nn

@@ -18,13 +18,14 @@ class Norm final : public Module {
   Tensor backward(const Pass& pass, Tensor dy) override;
 
  private:
+  Ops& ops_;
   bool layer_norm_;
   int64_t C_;
   float eps_;
   Param* weight_ = nullptr;
   Param* bias_ = nullptr;
   Buffer y_, dx_, mean_, rstd_;
-  const float* x_ = nullptr;
+  Ref x_;
 };
 
 }  // namespace castor::nn

@@ -192,11 +192,11 @@ TEST(VocabParallelHead, EqualsTheFusedHeadOverTheWholeVocabulary) {
   auto part = TensorParallel(world, false).vocab_head(*backend, chunk, C, V);
   std::vector<float> dh_whole(static_cast<size_t>(N * C)), dw_whole(static_cast<size_t>(V * C), 0.0f);
   std::vector<double> loss_whole(static_cast<size_t>(N));
-  const auto rw = whole->xent(h.data(), w.data(), targets.data(), N, dh_whole.data(), dw_whole.data(), scale.data(),
+  const auto rw = whole->xent(ref(h.data()), ref(w.data()), targets.data(), N, ref(dh_whole.data()), dw_whole.data(), scale.data(),
                               loss_whole.data());
   std::vector<float> dh(static_cast<size_t>(N * C)), dw(static_cast<size_t>(Vl * C), 0.0f);
   std::vector<double> loss(static_cast<size_t>(N));
-  const auto rp = part->xent(h.data(), w.data() + r * Vl * C, targets.data(), N, dh.data(), dw.data(), scale.data(),
+  const auto rp = part->xent(ref(h.data()), ref(w.data() + r * Vl * C), targets.data(), N, ref(dh.data()), dw.data(), scale.data(),
                              loss.data());
   EXPECT_EQ(rp.count, rw.count);
   EXPECT_NEAR(rp.loss_sum, rw.loss_sum, 1e-5 * std::abs(rw.loss_sum));
@@ -205,7 +205,7 @@ TEST(VocabParallelHead, EqualsTheFusedHeadOverTheWholeVocabulary) {
   expect_near(dh.data(), dh_whole.data(), N * C, "hidden gradient");
   expect_near(dw.data(), dw_whole.data() + r * Vl * C, Vl * C, "this rank's head gradient");
   // Forward only (evaluation): the same losses, nothing written.
-  const auto eval = part->xent(h.data(), w.data() + r * Vl * C, targets.data(), N, nullptr, nullptr, nullptr, nullptr);
+  const auto eval = part->xent(ref(h.data()), ref(w.data() + r * Vl * C), targets.data(), N, {}, nullptr, nullptr, nullptr);
   EXPECT_NEAR(eval.loss_sum, rp.loss_sum, 1e-9 * std::abs(rp.loss_sum) + 1e-9);
 }
 
