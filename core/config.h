@@ -94,6 +94,8 @@ struct TrainConfig {
   int64_t eval_batches = 8;
   int64_t ckpt_every = 0;     // 0: no periodic checkpoints (one at the end if out_dir set)
   int threads = 0;            // 0: all cores
+  std::string device = "cpu";     // cpu | cuda (one GPU per rank, by local rank)
+  std::string precision = "f32";  // activations and compute weights: f32 | bf16 (cuda)
   std::string out_dir;        // checkpoints and metrics.jsonl; empty: none
   bool resume = false;        // continue from the latest complete checkpoint in out_dir
   std::string init_from;      // fine-tuning: start from this checkpoint's weights only

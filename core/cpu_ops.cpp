@@ -43,6 +43,20 @@ void CpuOps::bias_grad_accumulate(float* dbias, Ref dy, int64_t N, int64_t C) {
 
 void CpuOps::zero(Ref x, int64_t n) { std::fill(x.f32(), x.f32() + n, 0.0f); }
 
+void CpuOps::convert(Ref out, Ref in, int64_t n) {
+  if (out.t == in.t) {
+    std::memcpy(out.p, in.p, size_t(n) * dtype_size(in.t));
+  } else if (out.t == DType::bf16 && in.t == DType::f32) {
+    uint16_t* o = static_cast<uint16_t*>(out.p);
+    for (int64_t i = 0; i < n; ++i) o[i] = f32_to_bf16(in.f32()[i]);
+  } else if (out.t == DType::f32 && in.t == DType::bf16) {
+    const uint16_t* s = static_cast<const uint16_t*>(in.p);
+    for (int64_t i = 0; i < n; ++i) out.f32()[i] = bf16_to_f32(s[i]);
+  } else {
+    CASTOR_CHECK(false, "convert from ", dtype_name(in.t), " to ", dtype_name(out.t), " is not supported");
+  }
+}
+
 void CpuOps::gelu_forward(Ref y, Ref x, int64_t n) { CASTOR_KERNEL_CHECK(kc::gelu_forward(y.f32(), cf(x), n)); }
 
 void CpuOps::gelu_backward(Ref dx, Ref dy, Ref x, int64_t n) {

@@ -15,6 +15,7 @@ class CpuOps final : public Ops {
   void bias_add_rows(Ref y, Ref bias, int64_t N, int64_t C) override;
   void bias_grad_accumulate(float* dbias, Ref dy, int64_t N, int64_t C) override;
   void zero(Ref x, int64_t n) override;
+  void convert(Ref out, Ref in, int64_t n) override;
   void gelu_forward(Ref y, Ref x, int64_t n) override;
   void gelu_backward(Ref dx, Ref dy, Ref x, int64_t n) override;
   void swiglu_forward(Ref out, Ref in, int64_t N, int64_t F) override;

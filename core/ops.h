@@ -30,6 +30,8 @@ class Ops {
   virtual void bias_add_rows(Ref y, Ref bias, int64_t N, int64_t C) = 0;
   virtual void bias_grad_accumulate(float* dbias, Ref dy, int64_t N, int64_t C) = 0;
   virtual void zero(Ref x, int64_t n) = 0;
+  // out = in converted element-wise between f32 and bf16 (or copied).
+  virtual void convert(Ref out, Ref in, int64_t n) = 0;
   virtual void gelu_forward(Ref y, Ref x, int64_t n) = 0;
   virtual void gelu_backward(Ref dx, Ref dy, Ref x, int64_t n) = 0;
   virtual void swiglu_forward(Ref out, Ref in, int64_t N, int64_t F) = 0;

@@ -138,18 +138,39 @@ void ParamStore::allocate(Backend& backend, const std::vector<size_t>& pads,
     region_begin_.push_back(at);
   }
   arena_elems_ = at;
+  backend_ = &backend;
   weights_ = Buffer(backend, arena_elems_ * sizeof(float));
   grads_ = Buffer(backend, arena_elems_ * sizeof(float));
+  const bool bf16 = backend.ops().act_dtype() == DType::bf16;
+  if (bf16) weights16_ = Buffer(backend, DType::bf16, int64_t(arena_elems_));
   for (Param& p : params_) {
     p.w = weights_.f32() + p.offset;
     p.g = grads_.f32() + p.offset;
+    p.w16 = bf16 ? weights16_.ref().at(int64_t(p.offset)).p : nullptr;
   }
+}
+
+void ParamStore::refresh_compute_weights() {
+  if (weights16_.data())
+    backend_->ops().convert(weights16_.ref(), ref(weights_.f32()), int64_t(arena_elems_));
+}
+
+void ParamStore::upload_weights(const float* host) {
+  backend_->copy(weights_.data(), host, arena_elems_ * sizeof(float));
+  refresh_compute_weights();
+}
+
+void ParamStore::download_weights(float* host) const {
+  backend_->copy(host, weights_.data(), arena_elems_ * sizeof(float));
 }
 
 void ParamStore::initialize(uint64_t seed) {
   CASTOR_CHECK(allocated(), "ParamStore::initialize before allocate");
-  std::vector<float> logical;
-  for (Param& p : params_) {
+  // Filled in host memory (the arena may be device memory), then copied over.
+  std::vector<float> host(arena_elems_, 0.0f), logical;
+  for (const Param& param : params_) {
+    Param p = param;
+    p.w = host.data() + p.offset;
     switch (p.init.kind) {
       case Init::Kind::kNormal:
         if (p.shard.sharded()) {  // the logical tensor's values, then this rank's part
@@ -164,9 +185,10 @@ void ParamStore::initialize(uint64_t seed) {
       case Init::Kind::kOnes: std::fill(p.w, p.w + p.numel(), 1.0f); break;
     }
   }
+  upload_weights(host.data());
 }
 
-void ParamStore::zero_grads() { std::memset(grads_.data(), 0, arena_elems_ * sizeof(float)); }
+void ParamStore::zero_grads() { backend_->ops().zero(ref(grads_.f32()), int64_t(arena_elems_)); }
 
 std::vector<Param*> ParamStore::added_since(size_t first) {
   std::vector<Param*> out;

@@ -81,6 +81,12 @@ class ParamStore {
   // cut from the logical tensor).
   void initialize(uint64_t seed);
   void zero_grads();
+  // Rounds the weights into their bf16 compute copies (after an update or a load); a no-op
+  // unless the backend computes in bf16. Call whenever the f32 weights changed.
+  void refresh_compute_weights();
+  // Writes `host` (arena_elems() floats in host memory) into the weight arena, and back.
+  void upload_weights(const float* host);
+  void download_weights(float* host) const;
 
   const std::deque<Param>& params() const { return params_; }
   std::deque<Param>& params() { return params_; }
@@ -92,7 +98,7 @@ class ParamStore {
   // Region r is the arena range [region_begin(r), region_begin(r + 1)); r < regions().
   size_t regions() const { return region_begin_.size() - 1; }
   size_t region_begin(size_t r) const { return region_begin_[r]; }
-  float* weights() const { return weights_.f32(); }
+  float* weights() const { return weights_.f32(); }  // backend memory (device on cuda)
   float* grads() const { return grads_.f32(); }
   bool allocated() const { return weights_.data() != nullptr; }
 
@@ -101,7 +107,9 @@ class ParamStore {
   size_t numel_ = 0;
   size_t arena_elems_ = 0;
   std::vector<size_t> region_begin_{0, 0};
+  Backend* backend_ = nullptr;
   Buffer weights_, grads_;
+  Buffer weights16_;  // bf16 compute copies (bf16 activations only)
 };
 
 }  // namespace castor

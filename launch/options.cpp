@@ -137,6 +137,9 @@ bool parse_train_options(const std::vector<std::string>& args, TrainOptions& out
       "train.eval_batches", opt(&o.train.eval_batches), "micro-batches per validation")(
       "train.ckpt_every", opt(&o.train.ckpt_every), "checkpoint every N steps; 0 = only at the end")(
       "train.threads", opt(&o.train.threads), "CPU threads (OpenMP + OpenBLAS); 0 = all cores")(
+      "train.device", opt(&o.train.device), "cpu | cuda: where the model computes (cuda: one GPU per rank by local rank)")(
+      "train.precision", opt(&o.train.precision),
+      "f32 | bf16: activations and compute weights (bf16 needs cuda; master weights, moments, gradients stay f32)")(
       "train.out_dir", opt(&o.train.out_dir), "run directory: checkpoints step_XXXXXXXX.h5, metrics.jsonl")(
       "train.init_from", opt(&o.train.init_from),
       "start from this checkpoint's weights (fine-tuning stage; optimizer and data start fresh)")(

@@ -16,6 +16,9 @@
 #include <optional>
 #include <vector>
 
+#ifdef CASTOR_WITH_CUDA
+#include "core/cuda/cuda_backend.h"
+#endif
 #include "core/model.h"
 #include "core/optimizer.h"
 #include "io/checkpoint.h"
@@ -135,6 +138,34 @@ class MetricsLog {
 
 }  // namespace
 
+// H100 SXM dense bf16 tensor-core rate (datasheet): the MFU reference on GPUs.
+constexpr double kH100PeakFlops = 989e12;
+
+// The backend of --train.device (cuda: the GPU of this rank's local rank).
+std::unique_ptr<Backend> make_backend(const TrainConfig& tc) {
+  if (tc.device == "cpu") return make_cpu_backend(tc.threads);
+#ifdef CASTOR_WITH_CUDA
+  if (tc.threads > 0) kernels::cpu::set_num_threads(tc.threads);
+  return make_cuda_backend(cuda_device_for_local_rank(-1), tc.precision == "bf16" ? DType::bf16 : DType::f32);
+#else
+  throw Error("--train.device cuda: this castor was built without CUDA (configure where nvcc is found)");
+#endif
+}
+
+// What the cuda backend runs so far: the dense text models on one rank (docs/gpu.md).
+void check_cuda_scope(const TrainConfig& tc, const ModelConfig& mc, const LossConfig& loss, int world_size) {
+  if (tc.device != "cuda") return;
+  CASTOR_CHECK(world_size == 1, "--train.device cuda runs on one rank so far (", world_size,
+               " ranks given); NCCL data parallelism is not wired into training yet (docs/gpu.md)");
+  CASTOR_CHECK(mc.moe_layers() == 0, "--train.device cuda: MoE layers (--model.moe_experts) run on the cpu backend "
+               "only so far (docs/gpu.md)");
+  CASTOR_CHECK(!mc.multimodal(), "--train.device cuda: image and audio adapters run on the cpu backend only so far "
+               "(docs/gpu.md)");
+  CASTOR_CHECK(loss.distill == 0, "--train.device cuda: --loss.distill runs on the cpu backend only so far");
+  CASTOR_CHECK(tc.out_dir.empty() && tc.init_from.empty(), "--train.device cuda: checkpoints (--train.out_dir, "
+               "--train.init_from) are written and read by the cpu backend only so far (docs/gpu.md)");
+}
+
 int train_command(const std::vector<std::string>& args) {
   TrainOptions opt;
   if (!parse_train_options(args, opt)) return 0;
@@ -154,13 +185,6 @@ int train_command(const std::vector<std::string>& args) {
   const bool lead = world.rank() == 0;
   if (!lead) std::freopen("/dev/null", "w", stdout);  // rank 0 logs; errors still go to stderr
 
-  auto backend = make_cpu_backend(tc.threads);
-  // mpirun binds each rank to one core by default: threads beyond the cores a rank may
-  // use share them (half speed at 2 threads on 1 core, docs/config.md).
-  cpu_set_t allowed;
-  if (sched_getaffinity(0, sizeof(allowed), &allowed) == 0 && CPU_COUNT(&allowed) < kernels::cpu::num_threads())
-    std::fprintf(stderr, "castor: warning: rank %d runs %d threads on %d core(s); under mpirun pass --bind-to none\n",
-                 world.rank(), kernels::cpu::num_threads(), CPU_COUNT(&allowed));
   CASTOR_CHECK(!tc.train_data.empty(), "--data.train is required (a shard file or a directory of shards)");
   io::LoaderOptions lo = loader_options(tc, mc, groups.coord.dp, dp);
   io::Loader train_data(tc.train_data, lo);
@@ -171,6 +195,14 @@ int train_command(const std::vector<std::string>& args) {
                train_data.tokenizer(), ")");
   mc.validate();
   tc.validate(mc);
+  check_cuda_scope(tc, mc, opt.loss, world.size());
+  auto backend = make_backend(tc);
+  // mpirun binds each rank to one core by default: threads beyond the cores a rank may
+  // use share them (half speed at 2 threads on 1 core, docs/config.md).
+  cpu_set_t allowed;
+  if (sched_getaffinity(0, sizeof(allowed), &allowed) == 0 && CPU_COUNT(&allowed) < kernels::cpu::num_threads())
+    std::fprintf(stderr, "castor: warning: rank %d runs %d threads on %d core(s); under mpirun pass --bind-to none\n",
+                 world.rank(), kernels::cpu::num_threads(), CPU_COUNT(&allowed));
   const int tp = mesh.shape().tp, ep = mesh.shape().ep;
   parallel::TensorParallel::check_layout(mc, tp, ep, opt.parallel.sequence_parallel, tc.micro_batch, tc.seq_len);
   CASTOR_CHECK(tp == 1 || opt.loss.distill == 0, "--loss.distill needs the whole model on each rank: use --parallel.tp 1");
@@ -260,7 +292,10 @@ int train_command(const std::vector<std::string>& args) {
     }
   }
 
-  const double peak_flops = measure_sgemm_peak();
+  const bool gpu = backend->device() == Device::kCuda;
+  const double peak_flops = gpu ? kH100PeakFlops : measure_sgemm_peak();
+  // Peak memory: the device's (backend allocations) on GPU, the process's resident set on CPU.
+  auto peak_mem = [&] { return gpu ? double(backend->peak_bytes()) : double(peak_rss_bytes()); };
   const double flops_per_token = model_flops_per_token(mc, T);
   std::printf("model: %s, %lld layers, d_model %lld, heads %lld/%lld, vocab %lld, %.2fM params (%.2fM active "
               "non-embedding)%s\n",
@@ -282,8 +317,13 @@ int train_command(const std::vector<std::string>& args) {
               double(mem.weights) / kMiB, double(mem.grads) / kMiB,
               sync.stage() == 2 ? " (+ the buckets backward is writing)" : "", double(mem.moments) / kMiB,
               double(mem.total()) / kMiB);
-  std::printf("threads: %d, measured SGEMM peak %.1f GFLOP/s (MFU reference)\n", kernels::cpu::num_threads(),
-              peak_flops / 1e9);
+  if (gpu) {
+    std::printf("device: %s, %s activations; MFU against %.0f TFLOP/s (H100 SXM dense bf16, datasheet)\n",
+                backend->name().c_str(), tc.precision.c_str(), peak_flops / 1e12);
+  } else {
+    std::printf("threads: %d, measured SGEMM peak %.1f GFLOP/s (MFU reference)\n", kernels::cpu::num_threads(),
+                peak_flops / 1e9);
+  }
   std::fflush(stdout);
 
   MetricsLog metrics(lead ? tc.out_dir : std::string());
@@ -345,6 +385,7 @@ int train_command(const std::vector<std::string>& args) {
     const float lr = learning_rate(opt.optim, step, tc.steps);
     optim.step(lr, norm);
     sync.after_step();
+    store.refresh_compute_weights();  // bf16 copies of the updated weights
     last_loss = loss;
     interval.add_log(step_log);
     tokens_since_log += B * T * tc.grad_accum * dp;
@@ -359,13 +400,13 @@ int train_command(const std::vector<std::string>& args) {
                   "%.0f MiB\n",
                   static_cast<long long>(done), static_cast<long long>(tc.steps), loss, interval.terms_text().c_str(),
                   double(lr), norm, tps, 100.0 * mfu, interval.moe_text().c_str(),
-                  double(peak_rss_bytes()) / (1 << 20));
+                  peak_mem() / (1 << 20));
       std::fflush(stdout);
       metrics.write(interval.terms_text().empty() ? "" : "\"terms\": {" + interval.json() + "}",
                     "{\"step\": %lld, \"loss\": %.6f, \"lr\": %.6e, \"grad_norm\": %.6f, \"tokens_per_s\": %.1f, "
                     "\"mfu\": %.4f, \"peak_rss_bytes\": %lld",
                     static_cast<long long>(done), loss, double(lr), norm, tps, mfu,
-                    static_cast<long long>(peak_rss_bytes()));
+                    static_cast<long long>(peak_mem()));
       t_log = Clock::now();
       tokens_since_log = 0;
       interval.reset();
@@ -385,7 +426,7 @@ int train_command(const std::vector<std::string>& args) {
   std::printf("done: %lld steps, final train loss %.6f", static_cast<long long>(tc.steps), last_loss);
   if (val_data) std::printf(", final val loss %.6f", last_val);
   std::printf(", %.1f s, %.0f tok/s, peak mem %.0f MiB\n", elapsed, double(tokens_total) / std::max(elapsed, 1e-9),
-              double(peak_rss_bytes()) / (1 << 20));
+              peak_mem() / (1 << 20));
   return 0;
 }
 

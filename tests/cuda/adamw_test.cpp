@@ -1,7 +1,7 @@
 // CUDA AdamW and the CPU kernel on the same fresh random arena slice: weights and both
 // moments after three steps with clipping scale and weight decay.
 #include "kernels/cpu/optim.h"
-#include "kernels/cuda/adamw.cuh"
+#include "kernels/cuda/optim.cuh"
 #include "tests/cuda/cuda_test_util.h"
 
 namespace castor::cuda_test {

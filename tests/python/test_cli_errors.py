@@ -126,6 +126,11 @@ with tempdir() as tmp:
     expect_error("unknown tokenizer", ["prep", "text", "--tokenizer", "sentencepiece", "--input", text,
                                        "--out", os.path.join(tmp, "x")], "sentencepiece")
     expect_error("resume without out_dir", base + ["--train.resume"], "--train.resume")
+    expect_error("unknown device", base + ["--train.device", "tpu"], "--train.device tpu")
+    expect_error("bf16 on the cpu backend", base + ["--train.precision", "bf16"],
+                 "--train.precision bf16 needs --train.device cuda")
+    if shutil.which("nvidia-smi") is None:  # a machine without a GPU (or a build without CUDA)
+        expect_error("cuda without a device", base + ["--train.device", "cuda"], "CUDA")
 
     # A model without an image adapter refuses shards with images.
     fm = "/usr/share/datasets/fashion-mnist/t10k-"

@@ -1,0 +1,77 @@
+// CudaOps: Ops over kernels/cuda for the cuda backend, on its compute stream. Activations
+// and compute weights are bf16 or f32 (chosen at construction), accumulation is f32, weight
+// gradients f32. Host-side inputs (ids, targets, masks, row weights) are staged into device
+// buffers; host-side results (losses, the gradient norm, the bad-id flag) are copied back,
+// which synchronises the stream at that point.
+#pragma once
+#include <memory>
+
+#include "core/backend.h"
+#include "core/ops.h"
+#include "kernels/cuda/gemm.cuh"
+
+namespace castor {
+
+class CudaBackend;
+
+class CudaOps final : public Ops {
+ public:
+  CudaOps(CudaBackend& backend, DType activations);
+  ~CudaOps() override;
+  CudaOps(const CudaOps&) = delete;
+  CudaOps& operator=(const CudaOps&) = delete;
+
+  DType act_dtype() const override { return act_; }
+  void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, Ref A, int64_t lda, Ref B,
+            int64_t ldb, float beta, Ref C, int64_t ldc) override;
+  void add(Ref out, Ref a, Ref b, int64_t n) override;
+  void bias_add_rows(Ref y, Ref bias, int64_t N, int64_t C) override;
+  void bias_grad_accumulate(float* dbias, Ref dy, int64_t N, int64_t C) override;
+  void zero(Ref x, int64_t n) override;
+  void convert(Ref out, Ref in, int64_t n) override;
+  void gelu_forward(Ref y, Ref x, int64_t n) override;
+  void gelu_backward(Ref dx, Ref dy, Ref x, int64_t n) override;
+  void swiglu_forward(Ref out, Ref in, int64_t N, int64_t F) override;
+  void swiglu_backward(Ref din, Ref dout, Ref in, int64_t N, int64_t F) override;
+  void layernorm_forward(Ref y, float* mean, float* rstd, Ref x, Ref w, Ref b, int64_t N, int64_t C,
+                         float eps) override;
+  void layernorm_backward(Ref dx, float* dw, float* db, Ref dy, Ref x, Ref w, const float* mean, const float* rstd,
+                          int64_t N, int64_t C) override;
+  void rmsnorm_forward(Ref y, float* rstd, Ref x, Ref w, int64_t N, int64_t C, float eps) override;
+  void rmsnorm_backward(Ref dx, float* dw, Ref dy, Ref x, Ref w, const float* rstd, int64_t N, int64_t C) override;
+  void rope_apply(Ref x, const float* table, int64_t B, int64_t T, int64_t heads, int64_t D, int64_t row_stride,
+                  bool inverse) override;
+  void attention_forward(Ref out, float* lse, Ref qkv, const kernels::cpu::AttentionShape& s,
+                         const int32_t* key_begin) override;
+  void attention_backward(Ref dqkv, Ref dout, Ref qkv, Ref out, const float* lse,
+                          const kernels::cpu::AttentionShape& s, const int32_t* key_begin) override;
+  bool embedding_forward(Ref out, const int32_t* ids, Ref wte, Ref wpe, int64_t N, int64_t T, int64_t C, int64_t V,
+                         int64_t v_begin, int64_t v_count) override;
+  void embedding_backward(float* dwte, float* dwpe, Ref dout, const int32_t* ids, int64_t N, int64_t T, int64_t C,
+                          int64_t V, int64_t v_begin, int64_t v_count) override;
+  kernels::cpu::XentResult lm_head_xent(Ref x, Ref w, const int32_t* targets, int64_t N, int64_t C, int64_t V,
+                                        float grad_scale, Ref dx, float* dw, int64_t chunk_rows,
+                                        const float* row_scale, double* row_losses) override;
+  void adamw_step(float* w, const float* g, float* m, float* v, int64_t n,
+                  const kernels::cpu::AdamWHyper& h) override;
+  double sum_squares(const float* g, int64_t n) override;
+
+ private:
+  // A device buffer that grows to the largest request (contents not kept).
+  struct Staging {
+    Buffer buffer;
+    void* get(Backend& backend, size_t bytes);
+  };
+  // Copies n host values into staging `s` (nullptr for a null host pointer).
+  template <typename T>
+  const T* stage(Staging& s, const T* host, int64_t n);
+  void to_host(void* host, const void* device, size_t bytes);  // synchronises
+
+  CudaBackend& backend_;
+  DType act_;
+  Buffer gemm_workspace_;
+  kernels::cuda::GemmContext gemm_;
+  Staging ids_, targets_, key_begin_, row_scale_, row_losses_, result_, scratch_, flag_;
+};
+
+}  // namespace castor
