@@ -10,74 +10,8 @@
 namespace castor::kernels::cuda {
 namespace {
 
-constexpr int kThreads = 256;
 constexpr float kSqrt2OverPi = 0.7978845608028654f;
 constexpr float kGeluCubic = 0.044715f;
-
-// --- 16-byte packs (candidates for common.cuh; same as elementwise.cu) ------------------
-
-template <typename T>
-struct alignas(16) Word {
-  T e[16 / sizeof(T)];
-};
-
-template <int W, typename T>
-__device__ __forceinline__ void load_floats(const T* p, float (&v)[W]) {
-  constexpr int kPer = int(16 / sizeof(T));
-  if constexpr (W % kPer == 0) {
-#pragma unroll
-    for (int k = 0; k < W; k += kPer) {
-      const Word<T> w = *reinterpret_cast<const Word<T>*>(p + k);
-#pragma unroll
-      for (int j = 0; j < kPer; ++j) v[k + j] = to_float(w.e[j]);
-    }
-  } else {
-#pragma unroll
-    for (int j = 0; j < W; ++j) v[j] = to_float(p[j]);
-  }
-}
-
-template <int W, typename T>
-__device__ __forceinline__ void store_floats(T* p, const float (&v)[W]) {
-  constexpr int kPer = int(16 / sizeof(T));
-  if constexpr (W % kPer == 0) {
-#pragma unroll
-    for (int k = 0; k < W; k += kPer) {
-      Word<T> w;
-#pragma unroll
-      for (int j = 0; j < kPer; ++j) w.e[j] = from_float<T>(v[k + j]);
-      *reinterpret_cast<Word<T>*>(p + k) = w;
-    }
-  } else {
-#pragma unroll
-    for (int j = 0; j < W; ++j) p[j] = from_float<T>(v[j]);
-  }
-}
-
-bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
-
-template <typename T>
-constexpr int kVec = int(16 / sizeof(T));
-
-// op.apply<W>(i) handles elements [i, i + W); packs first, then the n % W tail one by one.
-template <int W, typename Op>
-__global__ void pointwise_kernel(Op op, int64_t n) {
-  const int64_t stride = int64_t(gridDim.x) * blockDim.x;
-  const int64_t first = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
-  const int64_t packs = n / W;
-  for (int64_t p = first; p < packs; p += stride) op.template apply<W>(p * W);
-  for (int64_t i = packs * W + first; i < n; i += stride) op.template apply<1>(i);
-}
-
-template <int W, typename Op>
-Status launch_pointwise(const Op& op, int64_t n, bool vectorised, cudaStream_t stream) {
-  if (vectorised) {
-    pointwise_kernel<W><<<grid_blocks(n / W, kThreads), kThreads, 0, stream>>>(op, n);
-  } else {
-    pointwise_kernel<1><<<grid_blocks(n, kThreads), kThreads, 0, stream>>>(op, n);
-  }
-  return launched();
-}
 
 // --- math --------------------------------------------------------------------------------
 

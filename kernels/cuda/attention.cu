@@ -787,8 +787,6 @@ bool valid_shape(const cpu::AttentionShape& s) {
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
-
 // Head dims with a tensor-core kernel (others run the scalar path).
 bool wmma_head_dim(int64_t D) { return D == 16 || D == 32 || D == 64 || D == 80 || D == 96 || D == 128; }
 

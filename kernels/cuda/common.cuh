@@ -1,6 +1,7 @@
 // Device helpers shared by the CUDA kernel files (include from .cu files only): fp32
 // load/store of either storage type, warp and block reductions, grid sizing, and the
-// launch check that turns a CUDA error into Status::kDeviceError.
+// launch check that turns a CUDA error into Status::kDeviceError; 16-byte packed loads and
+// stores of W elements as floats, and the grid-stride driver of the element-wise kernels.
 #pragma once
 #include <cuda_runtime.h>
 
@@ -61,5 +62,77 @@ inline unsigned grid_blocks(int64_t n, int threads, int64_t cap = 65535) {
 
 // After a launch: kDeviceError if the launch (or an earlier asynchronous call) failed.
 inline Status launched() { return cudaGetLastError() == cudaSuccess ? Status::kOk : Status::kDeviceError; }
+
+
+// --- 16-byte packs and the flat grid-stride driver of the element-wise kernels ------------
+
+constexpr int kPointwiseThreads = 256;
+
+template <typename T>
+struct alignas(16) Word {
+  T e[16 / sizeof(T)];
+};
+
+// W consecutive elements as floats: 16-byte accesses when W fills whole words (the caller
+// guarantees 16-byte alignment then), element accesses otherwise.
+template <int W, typename T>
+__device__ __forceinline__ void load_floats(const T* p, float (&v)[W]) {
+  constexpr int kPer = int(16 / sizeof(T));
+  if constexpr (W % kPer == 0) {
+#pragma unroll
+    for (int k = 0; k < W; k += kPer) {
+      const Word<T> w = *reinterpret_cast<const Word<T>*>(p + k);
+#pragma unroll
+      for (int j = 0; j < kPer; ++j) v[k + j] = to_float(w.e[j]);
+    }
+  } else {
+#pragma unroll
+    for (int j = 0; j < W; ++j) v[j] = to_float(p[j]);
+  }
+}
+
+template <int W, typename T>
+__device__ __forceinline__ void store_floats(T* p, const float (&v)[W]) {
+  constexpr int kPer = int(16 / sizeof(T));
+  if constexpr (W % kPer == 0) {
+#pragma unroll
+    for (int k = 0; k < W; k += kPer) {
+      Word<T> w;
+#pragma unroll
+      for (int j = 0; j < kPer; ++j) w.e[j] = from_float<T>(v[k + j]);
+      *reinterpret_cast<Word<T>*>(p + k) = w;
+    }
+  } else {
+#pragma unroll
+    for (int j = 0; j < W; ++j) p[j] = from_float<T>(v[j]);
+  }
+}
+
+inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
+
+// Elements per 16-byte word of T.
+template <typename T>
+constexpr int kVec = int(16 / sizeof(T));
+
+
+// op.apply<W>(i) handles elements [i, i + W); packs first, then the n % W tail one by one.
+template <int W, typename Op>
+__global__ void pointwise_kernel(Op op, int64_t n) {
+  const int64_t stride = int64_t(gridDim.x) * blockDim.x;
+  const int64_t first = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  const int64_t packs = n / W;
+  for (int64_t p = first; p < packs; p += stride) op.template apply<W>(p * W);
+  for (int64_t i = packs * W + first; i < n; i += stride) op.template apply<1>(i);
+}
+
+template <int W, typename Op>
+Status launch_pointwise(const Op& op, int64_t n, bool vectorised, cudaStream_t stream) {
+  if (vectorised) {
+    pointwise_kernel<W><<<grid_blocks(n / W, kPointwiseThreads), kPointwiseThreads, 0, stream>>>(op, n);
+  } else {
+    pointwise_kernel<1><<<grid_blocks(n, kPointwiseThreads), kPointwiseThreads, 0, stream>>>(op, n);
+  }
+  return launched();
+}
 
 }  // namespace castor::kernels::cuda

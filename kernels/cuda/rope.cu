@@ -12,51 +12,6 @@ namespace {
 
 constexpr int kThreads = 256;
 
-// --- 16-byte packs (candidates for common.cuh; same as elementwise.cu) ------------------
-
-template <typename T>
-struct alignas(16) Word {
-  T e[16 / sizeof(T)];
-};
-
-template <int W, typename T>
-__device__ __forceinline__ void load_floats(const T* p, float (&v)[W]) {
-  constexpr int kPer = int(16 / sizeof(T));
-  if constexpr (W % kPer == 0) {
-#pragma unroll
-    for (int k = 0; k < W; k += kPer) {
-      const Word<T> w = *reinterpret_cast<const Word<T>*>(p + k);
-#pragma unroll
-      for (int j = 0; j < kPer; ++j) v[k + j] = to_float(w.e[j]);
-    }
-  } else {
-#pragma unroll
-    for (int j = 0; j < W; ++j) v[j] = to_float(p[j]);
-  }
-}
-
-template <int W, typename T>
-__device__ __forceinline__ void store_floats(T* p, const float (&v)[W]) {
-  constexpr int kPer = int(16 / sizeof(T));
-  if constexpr (W % kPer == 0) {
-#pragma unroll
-    for (int k = 0; k < W; k += kPer) {
-      Word<T> w;
-#pragma unroll
-      for (int j = 0; j < kPer; ++j) w.e[j] = from_float<T>(v[k + j]);
-      *reinterpret_cast<Word<T>*>(p + k) = w;
-    }
-  } else {
-#pragma unroll
-    for (int j = 0; j < W; ++j) p[j] = from_float<T>(v[j]);
-  }
-}
-
-bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
-
-template <typename T>
-constexpr int kVec = int(16 / sizeof(T));
-
 // --- kernels -----------------------------------------------------------------------------
 
 __global__ void rope_table_kernel(float* __restrict__ table, int64_t positions, int64_t D, double theta) {
