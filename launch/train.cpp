@@ -153,7 +153,7 @@ std::unique_ptr<Backend> make_backend(const TrainConfig& tc) {
 }
 
 // What the cuda backend runs so far: the dense text models on one rank (docs/gpu.md).
-void check_cuda_scope(const TrainConfig& tc, const ModelConfig& mc, const LossConfig& loss, int world_size) {
+void check_cuda_scope(const TrainConfig& tc, const ModelConfig& mc, const LossConfig& loss, int world_size, int zero) {
   if (tc.device != "cuda") return;
   CASTOR_CHECK(world_size == 1, "--train.device cuda runs on one rank so far (", world_size,
                " ranks given); NCCL data parallelism is not wired into training yet (docs/gpu.md)");
@@ -162,8 +162,8 @@ void check_cuda_scope(const TrainConfig& tc, const ModelConfig& mc, const LossCo
   CASTOR_CHECK(!mc.multimodal(), "--train.device cuda: image and audio adapters run on the cpu backend only so far "
                "(docs/gpu.md)");
   CASTOR_CHECK(loss.distill == 0, "--train.device cuda: --loss.distill runs on the cpu backend only so far");
-  CASTOR_CHECK(tc.out_dir.empty() && tc.init_from.empty(), "--train.device cuda: checkpoints (--train.out_dir, "
-               "--train.init_from) are written and read by the cpu backend only so far (docs/gpu.md)");
+  CASTOR_CHECK(zero == 0, "--train.device cuda: --parallel.zero needs data parallelism, which runs on the cpu "
+               "backend only so far");
 }
 
 int train_command(const std::vector<std::string>& args) {
@@ -195,7 +195,7 @@ int train_command(const std::vector<std::string>& args) {
                train_data.tokenizer(), ")");
   mc.validate();
   tc.validate(mc);
-  check_cuda_scope(tc, mc, opt.loss, world.size());
+  check_cuda_scope(tc, mc, opt.loss, world.size(), opt.parallel.zero);
   auto backend = make_backend(tc);
   // mpirun binds each rank to one core by default: threads beyond the cores a rank may
   // use share them (half speed at 2 threads on 1 core, docs/config.md).
@@ -232,7 +232,17 @@ int train_command(const std::vector<std::string>& args) {
   const size_t bucket_elems = std::max<size_t>(1, size_t(opt.parallel.bucket_mb * 1e6 / sizeof(float)));
   parallel::DataParallel sync(*groups.dp, store, *backend, opt.parallel.zero, bucket_elems, model_groups);
   // Checkpoints hold whole tensors: with sharded params they go through a logical copy.
+  // On a GPU checkpoints go through a host copy of the state (the files are the same).
+  const bool on_device = backend->device() != Device::kCpu;
+  std::unique_ptr<Backend> host = on_device ? make_cpu_backend(0) : nullptr;
   auto load_state = [&](const std::string& path, const ArenaMoments* moments, io::TrainState* st) {
+    if (on_device) {
+      parallel::LogicalState whole(store, {}, mc.moe_experts, *host, moments != nullptr);
+      const ArenaMoments wm = whole.moments();
+      io::load_checkpoint(path, mc, whole.store, moments ? &wm : nullptr, st);
+      parallel::copy_state(store, moments, *backend, whole, parallel::CopyTo::kLocal);
+      return;
+    }
     if (!split) {
       io::load_checkpoint(path, mc, store, moments, st);
       return;
@@ -349,7 +359,10 @@ int train_command(const std::vector<std::string>& args) {
     if (tc.out_dir.empty()) return;
     const ArenaMoments moments = sync.gather_moments(optim);  // every rank joins under ZeRO
     std::optional<parallel::LogicalState> whole;
-    if (split) {  // and every tp rank in the gathering of the shards
+    if (on_device) {
+      whole.emplace(store, parallel::SplitGroups{}, mc.moe_experts, *host, true);
+      parallel::copy_state(store, &moments, *backend, *whole, parallel::CopyTo::kWhole);
+    } else if (split) {  // and every tp rank in the gathering of the shards
       whole.emplace(store, split_groups, mc.moe_experts, *backend, true);
       parallel::gather_logical(split_groups, store, &moments, *whole);
     }

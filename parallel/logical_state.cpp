@@ -126,4 +126,26 @@ void scatter_logical(const LogicalState& whole, ParamStore& local, const ArenaMo
   }
 }
 
+void copy_state(ParamStore& local, const ArenaMoments* local_moments, Backend& backend, LogicalState& whole,
+                CopyTo direction) {
+  const bool moments = local_moments && whole.exp_avg.data();
+  const ArenaMoments wm = whole.moments();
+  for (const Param& p : local.params()) {
+    CASTOR_CHECK(!p.shard.sharded(), p.name, ": copy_state takes an unsplit model");
+    const Param& w = whole.at(p.name);
+    const size_t bytes = size_t(p.numel()) * sizeof(float);
+    auto copy = [&](float* local_array, float* whole_array) {
+      if (direction == CopyTo::kWhole) backend.copy(whole_array, local_array, bytes);
+      else backend.copy(local_array, whole_array, bytes);
+    };
+    copy(p.w, w.w);
+    if (moments) {
+      copy(local_moments->exp_avg + p.offset, wm.exp_avg + w.offset);
+      copy(local_moments->exp_avg_sq + p.offset, wm.exp_avg_sq + w.offset);
+    }
+  }
+  backend.synchronize();
+  if (direction == CopyTo::kLocal) local.refresh_compute_weights();
+}
+
 }  // namespace castor::parallel

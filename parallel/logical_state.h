@@ -46,4 +46,11 @@ void gather_logical(const SplitGroups& groups, const ParamStore& local, const Ar
 // into `local_moments` (local arena layout).
 void scatter_logical(const LogicalState& whole, ParamStore& local, const ArenaMoments* local_moments);
 
+// An unsplit model on a device backend: every param's weights (and moments, when both sides
+// have them) copied by name between `local` (memory of `backend`, e.g. the GPU) and the host
+// state `whole`, in the direction given; then the local compute copies are refreshed.
+enum class CopyTo { kWhole, kLocal };
+void copy_state(ParamStore& local, const ArenaMoments* local_moments, Backend& backend, LogicalState& whole,
+                CopyTo direction);
+
 }  // namespace castor::parallel
