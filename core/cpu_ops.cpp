@@ -10,6 +10,7 @@
 #include "kernels/cpu/elementwise.h"
 #include "kernels/cpu/embedding.h"
 #include "kernels/cpu/gemm.h"
+#include "kernels/cpu/moe.h"
 #include "kernels/cpu/norm.h"
 #include "kernels/cpu/rope.h"
 
@@ -128,6 +129,54 @@ kc::XentResult CpuOps::lm_head_xent(Ref x, Ref w, const int32_t* targets, int64_
   CASTOR_KERNEL_CHECK(kc::lm_head_xent(&r, cf(x), cf(w), targets, N, C, V, grad_scale,
                                        dx.p ? dx.f32() : nullptr, dw, s, chunk_rows, row_scale, row_losses));
   return r;
+}
+
+void CpuOps::router_topk(const float* logits, int64_t N, int64_t E, int64_t k, bool renormalize, float* probs,
+                         int32_t* expert, float* gate) {
+  CASTOR_KERNEL_CHECK(kc::router_topk(logits, N, E, k, renormalize, probs, expert, gate));
+}
+
+void CpuOps::router_topk_backward(const float* probs, const int32_t* expert, const float* gate, const float* dgate,
+                                  const float* dprobs_extra, int64_t N, int64_t E, int64_t k, bool renormalize,
+                                  float* dlogits) {
+  CASTOR_KERNEL_CHECK(kc::router_topk_backward(probs, expert, gate, dgate, dprobs_extra, N, E, k, renormalize, dlogits));
+}
+
+double CpuOps::moe_balance_loss(const float* probs, const int32_t* expert, int64_t N, int64_t E, int64_t k,
+                                float scale, float* dprobs) {
+  double loss = 0.0;
+  CASTOR_KERNEL_CHECK(kc::moe_balance_loss(probs, expert, N, E, k, &loss, scale, dprobs, nullptr));
+  return loss;
+}
+
+double CpuOps::router_z_loss(const float* logits, int64_t N, int64_t E, float scale, float* dlogits) {
+  double loss = 0.0;
+  CASTOR_KERNEL_CHECK(kc::router_z_loss(logits, N, E, &loss, scale, dlogits));
+  return loss;
+}
+
+int64_t CpuOps::moe_plan(const int32_t* expert, int64_t N, int64_t E, int64_t k, int64_t capacity, int64_t* offsets,
+                         int32_t* slot, int32_t* token_of_slot) {
+  int64_t dropped = 0;
+  CASTOR_KERNEL_CHECK(kc::moe_plan(expert, N, E, k, capacity, offsets, slot, token_of_slot, &dropped));
+  return dropped;
+}
+
+void CpuOps::moe_permute(Ref x_perm, Ref x, const int32_t* token_of_slot, int64_t M, int64_t C) {
+  CASTOR_KERNEL_CHECK(kc::moe_permute(x_perm.f32(), cf(x), token_of_slot, M, C));
+}
+
+void CpuOps::moe_permute_backward(Ref dx, Ref dx_perm, const int32_t* slot, int64_t N, int64_t k, int64_t C) {
+  CASTOR_KERNEL_CHECK(kc::moe_permute_backward(dx.f32(), cf(dx_perm), slot, N, k, C));
+}
+
+void CpuOps::moe_combine(Ref y, Ref y_perm, const float* gate, const int32_t* slot, int64_t N, int64_t k, int64_t C) {
+  CASTOR_KERNEL_CHECK(kc::moe_combine(y.f32(), cf(y_perm), gate, slot, N, k, C));
+}
+
+void CpuOps::moe_combine_backward(Ref dy_perm, float* dgate, Ref dy, Ref y_perm, const float* gate,
+                                  const int32_t* slot, int64_t N, int64_t k, int64_t C) {
+  CASTOR_KERNEL_CHECK(kc::moe_combine_backward(dy_perm.f32(), dgate, cf(dy), cf(y_perm), gate, slot, N, k, C));
 }
 
 void CpuOps::adamw_step(float* w, const float* g, float* m, float* v, int64_t n, const kc::AdamWHyper& h) {

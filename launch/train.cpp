@@ -157,8 +157,6 @@ void check_cuda_scope(const TrainConfig& tc, const ModelConfig& mc, const LossCo
   if (tc.device != "cuda") return;
   CASTOR_CHECK(world_size == 1, "--train.device cuda runs on one rank so far (", world_size,
                " ranks given); NCCL data parallelism is not wired into training yet (docs/gpu.md)");
-  CASTOR_CHECK(mc.moe_layers() == 0, "--train.device cuda: MoE layers (--model.moe_experts) run on the cpu backend "
-               "only so far (docs/gpu.md)");
   CASTOR_CHECK(!mc.multimodal(), "--train.device cuda: image and audio adapters run on the cpu backend only so far "
                "(docs/gpu.md)");
   CASTOR_CHECK(loss.distill == 0, "--train.device cuda: --loss.distill runs on the cpu backend only so far");

@@ -3,6 +3,7 @@
 #include "core/cuda/cuda_ops.h"
 
 #include <algorithm>
+#include <vector>
 
 #include "core/cuda/cuda_backend.h"
 #include "kernels/cuda/activation.cuh"
@@ -10,6 +11,7 @@
 #include "kernels/cuda/elementwise.cuh"
 #include "kernels/cuda/embedding.cuh"
 #include "kernels/cuda/lm_head_xent.cuh"
+#include "kernels/cuda/moe.cuh"
 #include "kernels/cuda/norm.cuh"
 #include "kernels/cuda/optim.cuh"
 #include "kernels/cuda/rope.cuh"
@@ -265,6 +267,13 @@ kc::XentResult CudaOps::lm_head_xent(Ref x, Ref w, const int32_t* targets, int64
                                      float grad_scale, Ref dx, float* dw, int64_t chunk_rows, const float* row_scale,
                                      double* row_losses) {
   same_type({x, w, dx});
+  // The kernel only turns a bad target into a NaN loss (it cannot report it without a sync);
+  // the targets are host memory here, so fail as cpu::lm_head_xent does, before any write.
+  if (targets != nullptr) {
+    for (int64_t i = 0; i < N; ++i) {
+      if (targets[i] < -1 || targets[i] >= V) CASTOR_KERNEL_CHECK(kernels::Status::kOutOfRange);
+    }
+  }
   const int32_t* d_targets = stage(targets_, targets, N);
   const float* d_scale = stage(row_scale_, row_scale, N);
   auto* d_losses = row_losses ? static_cast<double*>(row_losses_.get(backend_, size_t(N) * sizeof(double))) : nullptr;
@@ -281,6 +290,93 @@ kc::XentResult CudaOps::lm_head_xent(Ref x, Ref w, const int32_t* targets, int64
   kg::XentDeviceResult host{};
   to_host(&host, d_result, sizeof host);
   return {host.loss_sum, host.count};
+}
+
+void CudaOps::router_topk(const float* logits, int64_t N, int64_t E, int64_t k, bool renormalize, float* probs,
+                          int32_t* expert, float* gate) {
+  CASTOR_KERNEL_CHECK(
+      kg::router_topk(logits, N, E, k, renormalize, probs, expert, gate, backend_.compute_stream()));
+}
+
+void CudaOps::router_topk_backward(const float* probs, const int32_t* expert, const float* gate, const float* dgate,
+                                   const float* dprobs_extra, int64_t N, int64_t E, int64_t k, bool renormalize,
+                                   float* dlogits) {
+  CASTOR_KERNEL_CHECK(kg::router_topk_backward(probs, expert, gate, dgate, dprobs_extra, N, E, k, renormalize,
+                                               dlogits, backend_.compute_stream()));
+}
+
+double CudaOps::moe_balance_loss(const float* probs, const int32_t* expert, int64_t N, int64_t E, int64_t k,
+                                 float scale, float* dprobs) {
+  const size_t bytes = kg::moe_loss_scratch_bytes(E);
+  void* scratch = scratch_.get(backend_, bytes);
+  auto* d_loss = static_cast<double*>(result_.get(backend_, sizeof(double)));
+  CASTOR_KERNEL_CHECK(kg::moe_balance_loss(probs, expert, N, E, k, d_loss, scale, dprobs, nullptr, 0, nullptr, scratch,
+                                           bytes, backend_.compute_stream()));
+  double loss = 0.0;
+  to_host(&loss, d_loss, sizeof loss);
+  return loss;
+}
+
+double CudaOps::router_z_loss(const float* logits, int64_t N, int64_t E, float scale, float* dlogits) {
+  const size_t bytes = kg::moe_loss_scratch_bytes(E);
+  void* scratch = scratch_.get(backend_, bytes);
+  auto* d_loss = static_cast<double*>(result_.get(backend_, sizeof(double)));
+  CASTOR_KERNEL_CHECK(
+      kg::router_z_loss(logits, N, E, d_loss, scale, dlogits, 0, scratch, bytes, backend_.compute_stream()));
+  double loss = 0.0;
+  to_host(&loss, d_loss, sizeof loss);
+  return loss;
+}
+
+int64_t CudaOps::moe_plan(const int32_t* expert, int64_t N, int64_t E, int64_t k, int64_t capacity,
+                          int64_t* offsets, int32_t* slot, int32_t* token_of_slot) {
+  const size_t bytes = kg::moe_plan_scratch_bytes(N, E, k);
+  void* scratch = scratch_.get(backend_, bytes);
+  // offsets (E + 1) then dropped, in one device array copied back at once
+  auto* d_out = static_cast<int64_t*>(result_.get(backend_, size_t(E + 2) * sizeof(int64_t)));
+  CASTOR_KERNEL_CHECK(kg::moe_plan(expert, N, E, k, capacity, d_out, slot, token_of_slot, d_out + E + 1, nullptr,
+                                   scratch, bytes, backend_.compute_stream()));
+  std::vector<int64_t> host(size_t(E + 2));
+  to_host(host.data(), d_out, host.size() * sizeof(int64_t));
+  std::copy(host.begin(), host.begin() + E + 1, offsets);
+  return host.back();
+}
+
+void CudaOps::moe_permute(Ref x_perm, Ref x, const int32_t* token_of_slot, int64_t M, int64_t C) {
+  same_type({x_perm, x});
+  with_type(x.t, [&](auto tag) {
+    using T = decltype(tag);
+    CASTOR_KERNEL_CHECK(kg::moe_permute<T>(as<T>(x_perm), as<T>(x), token_of_slot, M, C, backend_.compute_stream()));
+  });
+}
+
+void CudaOps::moe_permute_backward(Ref dx, Ref dx_perm, const int32_t* slot, int64_t N, int64_t k, int64_t C) {
+  same_type({dx, dx_perm});
+  with_type(dx.t, [&](auto tag) {
+    using T = decltype(tag);
+    CASTOR_KERNEL_CHECK(
+        kg::moe_permute_backward<T>(as<T>(dx), as<T>(dx_perm), slot, N, k, C, backend_.compute_stream()));
+  });
+}
+
+void CudaOps::moe_combine(Ref y, Ref y_perm, const float* gate, const int32_t* slot, int64_t N, int64_t k,
+                          int64_t C) {
+  same_type({y, y_perm});
+  with_type(y.t, [&](auto tag) {
+    using T = decltype(tag);
+    CASTOR_KERNEL_CHECK(
+        kg::moe_combine<T>(as<T>(y), as<T>(y_perm), gate, slot, N, k, C, backend_.compute_stream()));
+  });
+}
+
+void CudaOps::moe_combine_backward(Ref dy_perm, float* dgate, Ref dy, Ref y_perm, const float* gate,
+                                   const int32_t* slot, int64_t N, int64_t k, int64_t C) {
+  same_type({dy_perm, dy, y_perm});
+  with_type(dy.t, [&](auto tag) {
+    using T = decltype(tag);
+    CASTOR_KERNEL_CHECK(kg::moe_combine_backward<T>(as<T>(dy_perm), dgate, as<T>(dy), as<T>(y_perm), gate, slot, N, k,
+                                                    C, backend_.compute_stream()));
+  });
 }
 
 void CudaOps::adamw_step(float* w, const float* g, float* m, float* v, int64_t n, const kc::AdamWHyper& h) {

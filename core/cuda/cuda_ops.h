@@ -52,6 +52,22 @@ class CudaOps final : public Ops {
   kernels::cpu::XentResult lm_head_xent(Ref x, Ref w, const int32_t* targets, int64_t N, int64_t C, int64_t V,
                                         float grad_scale, Ref dx, float* dw, int64_t chunk_rows,
                                         const float* row_scale, double* row_losses) override;
+  void router_topk(const float* logits, int64_t N, int64_t E, int64_t k, bool renormalize, float* probs,
+                           int32_t* expert, float* gate) override;
+  void router_topk_backward(const float* probs, const int32_t* expert, const float* gate, const float* dgate,
+                                    const float* dprobs_extra, int64_t N, int64_t E, int64_t k, bool renormalize,
+                                    float* dlogits) override;
+  double moe_balance_loss(const float* probs, const int32_t* expert, int64_t N, int64_t E, int64_t k,
+                                  float scale, float* dprobs) override;
+  double router_z_loss(const float* logits, int64_t N, int64_t E, float scale, float* dlogits) override;
+  int64_t moe_plan(const int32_t* expert, int64_t N, int64_t E, int64_t k, int64_t capacity, int64_t* offsets,
+                           int32_t* slot, int32_t* token_of_slot) override;
+  void moe_permute(Ref x_perm, Ref x, const int32_t* token_of_slot, int64_t M, int64_t C) override;
+  void moe_permute_backward(Ref dx, Ref dx_perm, const int32_t* slot, int64_t N, int64_t k, int64_t C) override;
+  void moe_combine(Ref y, Ref y_perm, const float* gate, const int32_t* slot, int64_t N, int64_t k,
+                           int64_t C) override;
+  void moe_combine_backward(Ref dy_perm, float* dgate, Ref dy, Ref y_perm, const float* gate,
+                                    const int32_t* slot, int64_t N, int64_t k, int64_t C) override;
   void adamw_step(float* w, const float* g, float* m, float* v, int64_t n,
                   const kernels::cpu::AdamWHyper& h) override;
   double sum_squares(const float* g, int64_t n) override;

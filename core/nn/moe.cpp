@@ -49,8 +49,10 @@ class SerialBlas {
 }  // namespace
 
 Moe::Moe(ParamStore& store, Backend& backend, const ModelConfig& cfg, int64_t max_rows, const std::string& prefix,
-         float down_init_std, std::unique_ptr<TokenDispatcher> dispatcher, TokenGroup* group)
+         float down_init_std, std::unique_ptr<TokenDispatcher> dispatcher, TokenGroup* group, bool ops_path)
     : backend_(backend),
+      ops_(backend.ops()),
+      ops_path_(ops_path || backend.device() != Device::kCpu),
       group_(group ? *group : single_group()),
       swiglu_(cfg.family == Family::kLlama),
       C_(cfg.d_model),
@@ -100,8 +102,18 @@ Moe::Moe(ParamStore& store, Backend& backend, const ModelConfig& cfg, int64_t ma
   dgate_ = floats(N * k_);
   expert_.resize(size_t(N * k_));
   reserve_rows(M);
-  y_ = floats(N * C_);
-  dx_ = floats(N * C_);
+  y_ = acts(N * C_);
+  dx_ = acts(N * C_);
+  if (ops_path_) {
+    CASTOR_CHECK(group_.size() == 1 && dispatcher_->local_experts() == E_ && dispatcher_->first_local_expert() == 0,
+                 prefix, ": MoE on the ", backend.name(), " backend holds the whole batch and every expert (no "
+                 "tensor or expert parallelism yet)");
+    expert_dev_ = Buffer(backend, DType::i32, std::max<int64_t>(M, 1));
+    slot_ = Buffer(backend, DType::i32, std::max<int64_t>(M, 1));
+    token_of_slot_ = Buffer(backend, DType::i32, std::max<int64_t>(M, 1));
+    dlogits_act_ = acts(N * E_);
+    offsets_.assign(size_t(E_) + 1, 0);
+  }
 }
 
 // Per-assignment buffers for `rows` expert rows. This process's own tokens give at most N * k;
@@ -110,18 +122,20 @@ Moe::Moe(ParamStore& store, Backend& backend, const ModelConfig& cfg, int64_t ma
 void Moe::reserve_rows(int64_t rows) {
   if (rows <= reserved_rows_) return;
   const int64_t U = swiglu_ ? 2 * F_ : F_;
-  xin_ = floats(rows * C_);
-  hup_ = floats(rows * U);
-  act_ = floats(rows * F_);
-  out_ = floats(rows * C_);
-  dout_ = floats(rows * C_);
-  dact_ = floats(rows * F_);
-  dhup_ = floats(rows * U);
-  dxin_ = floats(rows * C_);
+  xin_ = acts(rows * C_);
+  hup_ = acts(rows * U);
+  act_ = acts(rows * F_);
+  out_ = acts(rows * C_);
+  dout_ = acts(rows * C_);
+  dact_ = acts(rows * F_);
+  dhup_ = acts(rows * U);
+  dxin_ = acts(rows * C_);
   reserved_rows_ = rows;
 }
 
 Buffer Moe::floats(int64_t n) const { return Buffer(backend_, size_t(std::max<int64_t>(n, 1)) * sizeof(float)); }
+
+Buffer Moe::acts(int64_t n) const { return act_buffer(backend_, std::max<int64_t>(n, 1)); }
 
 // Blocks of expert work. Row blocks of at most kRowBlock rows and weight-gradient blocks
 // of at most kColBlock output rows/columns, split evenly; the split depends only on the
@@ -285,6 +299,7 @@ void Moe::group_statistics() {
 }
 
 Tensor Moe::forward(const Pass& pass, Tensor x) {
+  if (ops_path_) return forward_ops(pass, x);
   const int64_t N = x.shape[0];  // this process's block of the batch's rows
   rows_ = N;
   total_rows_ = N * group_.size();
@@ -341,6 +356,7 @@ Tensor Moe::forward(const Pass& pass, Tensor x) {
 }
 
 Tensor Moe::backward(const Pass& pass, Tensor dy) {
+  if (ops_path_) return backward_ops(pass, dy);
   const int64_t N = rows_;
   MoeStats::Times& t = stats_.bwd_ms;
   t = {};
@@ -382,6 +398,124 @@ Tensor Moe::backward(const Pass& pass, Tensor dy) {
     laps.lap(t.shared);
   }
   return rows_view(dx_.f32(), N, C_);
+}
+
+template <typename F>
+void Moe::for_experts(F&& f) const {
+  for (int64_t e = 0; e < E_; ++e) {
+    const int64_t r0 = offsets_[size_t(e)], rows = offsets_[size_t(e) + 1] - r0;
+    if (rows > 0) f(e, r0, rows);
+  }
+}
+
+Tensor Moe::forward_ops(const Pass& pass, Tensor x) {
+  const int64_t N = x.shape[0], U = swiglu_ ? 2 * F_ : F_;
+  rows_ = total_rows_ = N;
+  x_ref_ = ref(x);
+  MoeStats::Times& t = stats_.fwd_ms;
+  t = {};
+  Laps laps;
+  float* logits = logits_.f32();
+  auto* expert = static_cast<int32_t*>(expert_dev_.data());
+  auto* slot = static_cast<int32_t*>(slot_.data());
+  auto* token = static_cast<int32_t*>(token_of_slot_.data());
+  ops_.gemm(false, true, N, E_, C_, 1.0f, x_ref_, C_, router_->cw(), C_, 0.0f, ref(logits), E_);
+  ops_.router_topk(logits, N, E_, k_, k_ >= 2, probs_.f32(), expert, gate_.f32());
+  stats_.balance = ops_.moe_balance_loss(probs_.f32(), expert, N, E_, k_, 0.0f, nullptr);
+  stats_.router_z = ops_.router_z_loss(logits, N, E_, 0.0f, nullptr);
+  laps.lap(t.route);
+  const int64_t capacity = capacity_factor_ > 0 ? int64_t(std::ceil(capacity_factor_ * double(N * k_) / double(E_))) : -1;
+  const int64_t dropped = ops_.moe_plan(expert, N, E_, k_, capacity, offsets_.data(), slot, token);
+  const int64_t M = offsets_.back();
+  laps.lap(t.plan);
+  ops_.moe_permute(xin_.ref(), x_ref_, token, M, C_);
+  laps.lap(t.dispatch);
+  // Each expert's rows: up (+ bias), activation over every row at once, down (+ bias).
+  const Ref xin = xin_.ref(), hup = hup_.ref(), act = act_.ref(), out = out_.ref();
+  for_experts([&](int64_t e, int64_t r0, int64_t rows) {
+    ops_.gemm(false, true, rows, U, C_, 1.0f, xin.at(r0 * C_), C_, up_w_[size_t(e)]->cw(), C_, 0.0f, hup.at(r0 * U), U);
+    if (!swiglu_) ops_.bias_add_rows(hup.at(r0 * U), up_b_[size_t(e)]->cw(), rows, F_);
+  });
+  if (swiglu_) {
+    ops_.swiglu_forward(act, hup, M, F_);
+  } else {
+    ops_.gelu_forward(act, hup, M * F_);
+  }
+  for_experts([&](int64_t e, int64_t r0, int64_t rows) {
+    ops_.gemm(false, true, rows, C_, F_, 1.0f, act.at(r0 * F_), F_, down_w_[size_t(e)]->cw(), F_, 0.0f, out.at(r0 * C_),
+              C_);
+    if (!swiglu_) ops_.bias_add_rows(out.at(r0 * C_), down_b_[size_t(e)]->cw(), rows, C_);
+  });
+  laps.lap(t.experts);
+  ops_.moe_combine(y_.ref(), out, gate_.f32(), slot, N, k_, C_);
+  laps.lap(t.combine);
+  stats_.assignments = N * k_;
+  stats_.dropped = dropped;
+  stats_.min_load = stats_.max_load = offsets_[1] - offsets_[0];
+  for (int64_t e = 0; e < E_; ++e) {
+    const int64_t load = offsets_[size_t(e) + 1] - offsets_[size_t(e)];
+    stats_.min_load = std::min(stats_.min_load, load);
+    stats_.max_load = std::max(stats_.max_load, load);
+  }
+  if (shared_) {
+    Tensor s = shared_->forward(pass, x);
+    ops_.add(y_.ref(), y_.ref(), ref(s), N * C_);
+    laps.lap(t.shared);
+  }
+  return y_.rows(N, C_);
+}
+
+Tensor Moe::backward_ops(const Pass& pass, Tensor dy) {
+  const int64_t N = rows_, U = swiglu_ ? 2 * F_ : F_, M = offsets_.back();
+  MoeStats::Times& t = stats_.bwd_ms;
+  t = {};
+  Laps laps;
+  const auto* expert = static_cast<const int32_t*>(expert_dev_.data());
+  const auto* slot = static_cast<const int32_t*>(slot_.data());
+  const Ref xin = xin_.ref(), hup = hup_.ref(), act = act_.ref(), out = out_.ref();
+  const Ref dout = dout_.ref(), dact = dact_.ref(), dhup = dhup_.ref(), dxin = dxin_.ref();
+  ops_.moe_combine_backward(dout, dgate_.f32(), ref(dy), out, gate_.f32(), slot, N, k_, C_);
+  laps.lap(t.combine);
+  for_experts([&](int64_t e, int64_t r0, int64_t rows) {  // down: d act, its weight (and bias) gradient
+    ops_.gemm(false, false, rows, F_, C_, 1.0f, dout.at(r0 * C_), C_, down_w_[size_t(e)]->cw(), F_, 0.0f,
+              dact.at(r0 * F_), F_);
+    ops_.gemm(true, false, C_, F_, rows, 1.0f, dout.at(r0 * C_), C_, act.at(r0 * F_), F_, 1.0f,
+              ref(down_w_[size_t(e)]->g), F_);
+    if (!swiglu_) ops_.bias_grad_accumulate(down_b_[size_t(e)]->g, dout.at(r0 * C_), rows, C_);
+  });
+  if (swiglu_) {
+    ops_.swiglu_backward(dhup, dact, hup, M, F_);
+  } else {
+    ops_.gelu_backward(dhup, dact, hup, M * F_);
+  }
+  for_experts([&](int64_t e, int64_t r0, int64_t rows) {  // up: d input, its weight (and bias) gradient
+    ops_.gemm(false, false, rows, C_, U, 1.0f, dhup.at(r0 * U), U, up_w_[size_t(e)]->cw(), C_, 0.0f,
+              dxin.at(r0 * C_), C_);
+    ops_.gemm(true, false, U, C_, rows, 1.0f, dhup.at(r0 * U), U, xin.at(r0 * C_), C_, 1.0f,
+              ref(up_w_[size_t(e)]->g), C_);
+    if (!swiglu_) ops_.bias_grad_accumulate(up_b_[size_t(e)]->g, dhup.at(r0 * U), rows, F_);
+  });
+  laps.lap(t.experts);
+  ops_.moe_permute_backward(dx_.ref(), dxin, slot, N, k_, C_);
+  laps.lap(t.dispatch);
+  // Router: gates, balance loss (through the probabilities) and z-loss (through the logits);
+  // its GEMMs take the logits' gradient in the activation type.
+  ops_.zero(ref(dprobs_.f32()), N * E_);
+  ops_.moe_balance_loss(probs_.f32(), expert, N, E_, k_, pass.balance_scale, dprobs_.f32());
+  ops_.router_topk_backward(probs_.f32(), expert, gate_.f32(), dgate_.f32(), dprobs_.f32(), N, E_, k_, k_ >= 2,
+                            dlogits_.f32());
+  ops_.router_z_loss(logits_.f32(), N, E_, pass.z_scale, dlogits_.f32());
+  const Ref dlogits = dlogits_act_.ref();
+  ops_.convert(dlogits, ref(dlogits_.f32()), N * E_);
+  ops_.gemm(true, false, E_, C_, N, 1.0f, dlogits, E_, x_ref_, C_, 1.0f, ref(router_->g), C_);
+  ops_.gemm(false, false, N, C_, E_, 1.0f, dlogits, E_, router_->cw(), C_, 1.0f, dx_.ref(), C_);
+  laps.lap(t.route);
+  if (shared_) {
+    Tensor ds = shared_->backward(pass, dy);
+    ops_.add(dx_.ref(), dx_.ref(), ref(ds), N * C_);
+    laps.lap(t.shared);
+  }
+  return dx_.rows(N, C_);
 }
 
 }  // namespace castor::nn

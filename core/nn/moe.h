@@ -4,12 +4,14 @@
 // gradients, weighted by pass.balance_scale / pass.z_scale, join the gate gradients in
 // backward. Token movement goes through a TokenDispatcher (local here; all-to-all under
 // expert parallelism), so the module reads the same in either case.
-// The experts run as one OpenMP region per pass: each expert's rows are cut into row
+// On the cpu backend the experts run as one OpenMP region per pass: each expert's rows are cut into row
 // blocks and its weight gradients into output blocks, a fixed split that depends only on
 // the loads, and the threads take the blocks (largest first) with single-threaded GEMMs.
 // The router's small GEMMs run single-threaded too, so apart from the shared expert (an Mlp
 // like the dense layers') no result of this module depends on the thread count
-// (bench/NOTES.md, "moe-s").
+// (bench/NOTES.md, "moe-s"). On other backends (and when asked, for tests) every step goes
+// through backend.ops() instead: the MoE kernels of kernels/cuda, one GEMM per expert and
+// phase; that path holds the whole batch on one process (no token groups, no ep).
 #pragma once
 #include <memory>
 #include <string>
@@ -46,7 +48,8 @@ class Moe final : public Module {
   // group (may be nullptr: one process): the processes holding the other blocks of the rows
   // (forward's x is this process's block; statistics are the whole batch's).
   Moe(ParamStore& store, Backend& backend, const ModelConfig& cfg, int64_t max_rows, const std::string& prefix,
-      float down_init_std, std::unique_ptr<TokenDispatcher> dispatcher = nullptr, TokenGroup* group = nullptr);
+      float down_init_std, std::unique_ptr<TokenDispatcher> dispatcher = nullptr, TokenGroup* group = nullptr,
+      bool ops_path = false);
   Tensor forward(const Pass& pass, Tensor x) override;
   Tensor backward(const Pass& pass, Tensor dy) override;
   const MoeStats& stats() const { return stats_; }
@@ -76,9 +79,18 @@ class Moe final : public Module {
 
   void reserve_rows(int64_t rows);
   Buffer floats(int64_t n) const;  // a buffer of n floats (at least one)
+  Buffer acts(int64_t n) const;    // n activations (at least one) in the backend's activation type
+  // The backend-ops path (see the header comment).
+  Tensor forward_ops(const Pass& pass, Tensor x);
+  Tensor backward_ops(const Pass& pass, Tensor dy);
+  // For each local expert with rows: f(e, first row, rows), in expert order.
+  template <typename F>
+  void for_experts(F&& f) const;
   void group_statistics();
 
   Backend& backend_;
+  Ops& ops_;
+  bool ops_path_;
   TokenGroup& group_;
   int64_t rows_ = 0, total_rows_ = 0;  // this block's rows, the batch's
   // Split batches: per (choice, expert) counts of this block and of every block, per-expert
@@ -99,6 +111,10 @@ class Moe final : public Module {
   Buffer xin_, hup_, act_, out_, dout_, dact_, dhup_, dxin_, y_, dx_;
   int64_t reserved_rows_ = 0;  // rows the per-assignment buffers hold
   const float* x_ = nullptr;
+  Ref x_ref_;  // ops path: the input (owned by the previous layer)
+  // Ops path: router choices and the plan in backend memory, the expert offsets on the host.
+  Buffer expert_dev_, slot_, token_of_slot_, dlogits_act_;
+  std::vector<int64_t> offsets_;
   std::vector<Task> tasks_[2];
   MoeStats stats_;
 };

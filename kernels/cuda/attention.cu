@@ -943,8 +943,10 @@ Status attention_rows(const AttentionRows<T>& a, cudaStream_t stream) {
   f.rows = int(a.rows);
   f.past = int(a.past);
   f.scale_log2 = kLog2e / std::sqrt(static_cast<float>(a.D));
-  const bool tensor_cores =
-      wmma_head_dim(a.D) && aligned16(a.q) && aligned16(a.k) && aligned16(a.v) && a.ldq % 8 == 0 && a.ldkv % 8 == 0;
+  // 16-byte tile loads need every row of every sequence 16-byte aligned: base pointers,
+  // row strides and sequence strides (8 bf16 elements).
+  const bool tensor_cores = wmma_head_dim(a.D) && aligned16(a.q) && aligned16(a.k) && aligned16(a.v) &&
+                            a.ldq % 8 == 0 && a.ldkv % 8 == 0 && a.q_seq % 8 == 0 && a.kv_seq % 8 == 0;
   return run_forward(f, tensor_cores, stream);
 }
 

@@ -3,6 +3,8 @@
 // path), inputs wide enough to reach the clamped exp (|x| up to 60), bad arguments.
 #include "kernels/cpu/activation.h"
 
+#include <algorithm>
+
 #include "kernels/cuda/activation.cuh"
 #include "tests/cuda/cuda_test_util.h"
 
@@ -15,6 +17,17 @@ namespace gpu = kernels::cuda;
 
 std::vector<float> slice(const std::vector<float>& v, size_t off, size_t n) {
   return std::vector<float>(v.begin() + long(off), v.begin() + long(off + n));
+}
+
+// ||got - want|| / max(||want||, ||dy|| / 5): gelu'(x) crosses 0 near x = -0.75, where the
+// two terms of the derivative (each ~0.2 |dy|) cancel, so a lone element's relative error is
+// unbounded (n = 1 failed a 1e-5 relative bound in ~1e-4 of draws); dy sets the terms' scale.
+double grad_error(const std::vector<float>& got, const std::vector<float>& want, const std::vector<float>& dy) {
+  double dy2 = 0.0, want2 = 0.0;
+  for (float v : dy) dy2 += double(v) * double(v);
+  for (float v : want) want2 += double(v) * double(v);
+  const double err = rel_error(got, want) * (want2 > 0 ? std::sqrt(want2) : 1.0);  // ||got - want||
+  return err / std::max(std::sqrt(want2), 0.2 * std::sqrt(dy2));
 }
 
 template <typename T>
@@ -44,7 +57,9 @@ TYPED_TEST(CudaActivation, GeluMatchesCpu) {
         ASSERT_EQ(cpu::gelu_forward(y.data() + off, x.data() + off, n), Status::kOk);
         ASSERT_EQ(cpu::gelu_backward(dx.data() + off, dy.data() + off, x.data() + off, n), Status::kOk);
         EXPECT_LT(rel_error(slice(d_y.download(), off, size_t(n)), slice(y, off, size_t(n))), tolerance<T>());
-        EXPECT_LT(rel_error(slice(d_dx.download(), off, size_t(n)), slice(dx, off, size_t(n))), tolerance<T>());
+        EXPECT_LT(
+            grad_error(slice(d_dx.download(), off, size_t(n)), slice(dx, off, size_t(n)), slice(dy, off, size_t(n))),
+            tolerance<T>());
       }
     }
   }

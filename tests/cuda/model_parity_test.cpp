@@ -1,7 +1,8 @@
 // The whole model on the cuda backend against the cpu backend: the same weights (one seed)
 // and batch give the same loss and every parameter gradient, then a few AdamW steps give
 // the same loss curve. GPT-2 (LayerNorm, GELU, learned positions, tied head) and Llama
-// (RMSNorm, SwiGLU, RoPE, grouped-query heads), with f32 and with bf16 activations.
+// (RMSNorm, SwiGLU, RoPE, grouped-query heads), with f32 and with bf16 activations, and a
+// Llama with MoE layers (dropless top-2, the MoE kernels and one GEMM per expert).
 #include <cmath>
 #include <string>
 #include <vector>
@@ -14,7 +15,7 @@
 namespace castor::cuda_test {
 namespace {
 
-ModelConfig parity_config(Family f) {
+ModelConfig parity_config(Family f, bool moe) {
   ModelConfig c;
   c.family = f;
   c.vocab_size = 211;
@@ -24,6 +25,12 @@ ModelConfig parity_config(Family f) {
   c.n_kv_heads = f == Family::kLlama ? 2 : 0;
   c.max_seq_len = 48;
   c.init_std = 0.05f;
+  if (moe) {  // layer 1 of 2: a dense and an MoE layer
+    c.moe_experts = 4;
+    c.moe_top_k = 2;
+    c.moe_every = 2;
+    c.moe_d_ff = 48;
+  }
   return c;
 }
 
@@ -56,6 +63,7 @@ struct ModelRun {
 struct Case {
   Family family;
   DType activations;
+  bool moe = false;
 };
 
 class CudaModelParity : public ::testing::TestWithParam<Case> {};
@@ -65,7 +73,7 @@ TEST_P(CudaModelParity, LossGradientsAndStepsMatchCpu) {
   const bool bf16 = c.activations == DType::bf16;
   const uint64_t seed = fresh_seed();
   SCOPED_TRACE("seed " + std::to_string(seed));
-  const ModelConfig cfg = parity_config(c.family);
+  const ModelConfig cfg = parity_config(c.family, c.moe);
   const int64_t B = 3, T = 40;
   std::vector<int32_t> ids = random_ints(size_t(B * T), seed, 0, int32_t(cfg.vocab_size - 1));
   std::vector<int32_t> targets = random_ints(size_t(B * T), seed + 1, -1, int32_t(cfg.vocab_size - 1));
@@ -108,10 +116,11 @@ TEST_P(CudaModelParity, LossGradientsAndStepsMatchCpu) {
 
 INSTANTIATE_TEST_SUITE_P(Families, CudaModelParity,
                          ::testing::Values(Case{Family::kGpt2, DType::f32}, Case{Family::kLlama, DType::f32},
-                                           Case{Family::kGpt2, DType::bf16}, Case{Family::kLlama, DType::bf16}),
+                                           Case{Family::kGpt2, DType::bf16}, Case{Family::kLlama, DType::bf16},
+                                           Case{Family::kLlama, DType::f32, true}),
                          [](const auto& info) {
                            return std::string(info.param.family == Family::kGpt2 ? "gpt2" : "llama") + "_" +
-                                  std::string(dtype_name(info.param.activations));
+                                  std::string(dtype_name(info.param.activations)) + (info.param.moe ? "_moe" : "");
                          });
 
 }  // namespace
