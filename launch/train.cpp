@@ -19,6 +19,9 @@
 #ifdef CASTOR_WITH_CUDA
 #include "core/cuda/cuda_backend.h"
 #endif
+#ifdef CASTOR_WITH_NCCL
+#include "parallel/nccl/nccl_comm.h"
+#endif
 #include "core/model.h"
 #include "core/optimizer.h"
 #include "io/checkpoint.h"
@@ -152,16 +155,23 @@ std::unique_ptr<Backend> make_backend(const TrainConfig& tc) {
 #endif
 }
 
-// What the cuda backend runs so far: the dense text models on one rank (docs/gpu.md).
-void check_cuda_scope(const TrainConfig& tc, const ModelConfig& mc, const LossConfig& loss, int world_size, int zero) {
+// What the cuda backend runs so far: text models (dense or MoE) under data parallelism
+// (docs/gpu.md).
+void check_cuda_scope(const TrainConfig& tc, const ModelConfig& mc, const LossConfig& loss, const ParallelConfig& par,
+                      int world_size) {
   if (tc.device != "cuda") return;
-  CASTOR_CHECK(world_size == 1, "--train.device cuda runs on one rank so far (", world_size,
-               " ranks given); NCCL data parallelism is not wired into training yet (docs/gpu.md)");
+#ifdef CASTOR_WITH_NCCL
+  (void)world_size;
+#else
+  CASTOR_CHECK(world_size == 1, "--train.device cuda on ", world_size, " ranks needs NCCL, which this build lacks");
+#endif
+  CASTOR_CHECK(par.tp == 1 && par.ep == 1, "--train.device cuda: tensor and expert parallelism (--parallel.tp ",
+               par.tp, ", --parallel.ep ", par.ep, ") run on the cpu backend only so far; use data parallelism");
   CASTOR_CHECK(!mc.multimodal(), "--train.device cuda: image and audio adapters run on the cpu backend only so far "
                "(docs/gpu.md)");
   CASTOR_CHECK(loss.distill == 0, "--train.device cuda: --loss.distill runs on the cpu backend only so far");
-  CASTOR_CHECK(zero == 0, "--train.device cuda: --parallel.zero needs data parallelism, which runs on the cpu "
-               "backend only so far");
+  CASTOR_CHECK(par.zero == 0, "--train.device cuda: ZeRO (--parallel.zero ", par.zero, ") runs on the cpu backend "
+               "only so far");
 }
 
 int train_command(const std::vector<std::string>& args) {
@@ -178,7 +188,7 @@ int train_command(const std::vector<std::string>& args) {
   const parallel::Mesh mesh({opt.parallel.tp, opt.parallel.dp, opt.parallel.pp, opt.parallel.ep}, world.size());
   CASTOR_CHECK(mesh.shape().pp == 1, "layout ", mesh.shape().str(), " on ", world.size(),
                " ranks: pipeline parallelism comes later; use --parallel.pp 1");
-  const parallel::ProcessGroups groups = parallel::ProcessGroups::build(mesh, world);
+  parallel::ProcessGroups groups = parallel::ProcessGroups::build(mesh, world);
   const int dp = mesh.shape().dp;
   const bool lead = world.rank() == 0;
   if (!lead) std::freopen("/dev/null", "w", stdout);  // rank 0 logs; errors still go to stderr
@@ -193,8 +203,14 @@ int train_command(const std::vector<std::string>& args) {
                train_data.tokenizer(), ")");
   mc.validate();
   tc.validate(mc);
-  check_cuda_scope(tc, mc, opt.loss, world.size(), opt.parallel.zero);
+  check_cuda_scope(tc, mc, opt.loss, opt.parallel, world.size());
   auto backend = make_backend(tc);
+#ifdef CASTOR_WITH_NCCL
+  if (backend->device() == Device::kCuda) {  // every collective over NCCL; MPI only set them up
+    auto& cuda = static_cast<CudaBackend&>(*backend);
+    groups = parallel::nccl_groups(groups, cuda.device_index(), cuda.compute_stream(), opt.parallel.timeout_s);
+  }
+#endif
   // mpirun binds each rank to one core by default: threads beyond the cores a rank may
   // use share them (half speed at 2 threads on 1 core, docs/config.md).
   cpu_set_t allowed;

@@ -91,8 +91,8 @@ class NcclComm::Request final : public CommRequest {
   cudaEvent_t done_ = nullptr;
 };
 
-NcclComm::NcclComm(MpiComm& group, int device, double timeout_seconds)
-    : name_(group.name()), rank_(group.rank()), size_(group.size()), timeout_(timeout_seconds) {
+NcclComm::NcclComm(MpiComm& group, int device, double timeout_seconds, cudaStream_t producer)
+    : name_(group.name()), rank_(group.rank()), size_(group.size()), timeout_(timeout_seconds), producer_(producer) {
   CASTOR_CHECK(timeout_ > 0, "communicator timeout must be positive (got ", timeout_, " s)");
   CASTOR_CUDA(cudaSetDevice(device), "device ", device);
   ncclUniqueId id;
@@ -101,9 +101,13 @@ NcclComm::NcclComm(MpiComm& group, int device, double timeout_seconds)
   CASTOR_CUDA(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "group ", name_);
   CASTOR_NCCL(ncclCommInitRank(&comm_, size_, id, rank_), "group ", name_, " rank ", rank_);
   CASTOR_CUDA(cudaMalloc(&barrier_word_, sizeof(float)), "group ", name_);
+  if (producer_) CASTOR_CUDA(cudaEventCreateWithFlags(&produced_, cudaEventDisableTiming), "group ", name_);
 }
 
 NcclComm::~NcclComm() {
+  for (void* p : scratch_)
+    if (p != nullptr) cudaFree(p);
+  if (produced_ != nullptr) cudaEventDestroy(produced_);
   if (barrier_word_ != nullptr) cudaFree(barrier_word_);
   if (comm_ != nullptr && !aborted_) ncclCommDestroy(comm_);
   if (stream_ != nullptr) cudaStreamDestroy(stream_);
@@ -111,12 +115,53 @@ NcclComm::~NcclComm() {
 
 CommHandle NcclComm::enqueued(const char* op, size_t bytes) { return std::make_unique<Request>(*this, op, bytes); }
 
+void NcclComm::after_producer() {
+  if (!producer_) return;
+  CASTOR_CUDA(cudaEventRecord(produced_, producer_), "group ", name_);
+  CASTOR_CUDA(cudaStreamWaitEvent(stream_, produced_, 0), "group ", name_);
+}
+
+namespace {
+bool is_host(const void* p) {
+  cudaPointerAttributes a{};
+  if (cudaPointerGetAttributes(&a, p) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return true;
+  }
+  return a.type != cudaMemoryTypeDevice && a.type != cudaMemoryTypeManaged;
+}
+}  // namespace
+
+void* NcclComm::on_device(const void* p, size_t bytes, int slot, bool upload) {
+  if (!is_host(p)) return const_cast<void*>(p);
+  if (scratch_bytes_[slot] < bytes) {
+    if (scratch_[slot] != nullptr) CASTOR_CUDA(cudaFree(scratch_[slot]), "group ", name_);
+    scratch_[slot] = nullptr;
+    CASTOR_CUDA(cudaMalloc(&scratch_[slot], bytes), "staging ", bytes, " bytes for group ", name_);
+    scratch_bytes_[slot] = bytes;
+  }
+  if (upload) CASTOR_CUDA(cudaMemcpyAsync(scratch_[slot], p, bytes, cudaMemcpyHostToDevice, stream_), "group ", name_);
+  return scratch_[slot];
+}
+
+void NcclComm::to_host(void* p, const void* device, size_t bytes) {
+  if (device == p) return;
+  CASTOR_CUDA(cudaMemcpyAsync(p, device, bytes, cudaMemcpyDeviceToHost, stream_), "group ", name_);
+  CASTOR_CUDA(cudaStreamSynchronize(stream_), "group ", name_);
+}
+
 CommHandle NcclComm::iall_reduce(void* data, size_t count, CommType t, ReduceOp op) {
-  CASTOR_NCCL(ncclAllReduce(data, data, count, to_nccl(t), to_nccl(op), comm_, stream_), "group ", name_);
-  return enqueued("all_reduce", count * comm_type_size(t));
+  after_producer();
+  const size_t bytes = count * comm_type_size(t);
+  void* d = on_device(data, bytes, 0, true);
+  CASTOR_NCCL(ncclAllReduce(d, d, count, to_nccl(t), to_nccl(op), comm_, stream_), "group ", name_);
+  to_host(data, d, bytes);
+  return enqueued("all_reduce", bytes);
 }
 
 CommHandle NcclComm::ireduce_scatter(const void* send, void* recv, size_t recv_count, CommType t, ReduceOp op) {
+  after_producer();
+  CASTOR_CHECK(!is_host(recv), "reduce_scatter on NCCL group ", name_, " takes device buffers");
   if (!send) {  // in place: NCCL recognises recv == send + rank * count
     send = recv;
     recv = static_cast<char*>(recv) + size_t(rank_) * recv_count * comm_type_size(t);
@@ -126,10 +171,16 @@ CommHandle NcclComm::ireduce_scatter(const void* send, void* recv, size_t recv_c
 }
 
 CommHandle NcclComm::iall_gather(const void* send, void* recv, size_t send_count, CommType t) {
+  after_producer();
+  const size_t part = send_count * comm_type_size(t), bytes = part * size_t(size_);
   // In place: NCCL recognises send == recv + rank * count.
-  if (!send) send = static_cast<const char*>(recv) + size_t(rank_) * send_count * comm_type_size(t);
-  CASTOR_NCCL(ncclAllGather(send, recv, send_count, to_nccl(t), comm_, stream_), "group ", name_);
-  return enqueued("all_gather", send_count * size_t(size_) * comm_type_size(t));
+  if (!send) send = static_cast<const char*>(recv) + size_t(rank_) * part;
+  const bool host = is_host(recv);
+  void* d_recv = on_device(recv, bytes, 1, false);
+  const void* d_send = host ? on_device(send, part, 0, true) : send;
+  CASTOR_NCCL(ncclAllGather(d_send, d_recv, send_count, to_nccl(t), comm_, stream_), "group ", name_);
+  to_host(recv, d_recv, bytes);
+  return enqueued("all_gather", bytes);
 }
 
 CommHandle NcclComm::iall_to_all_v(const void* send, std::span<const size_t> send_counts, void* recv,
@@ -137,6 +188,8 @@ CommHandle NcclComm::iall_to_all_v(const void* send, std::span<const size_t> sen
   CASTOR_CHECK(send_counts.size() == size_t(size_) && recv_counts.size() == size_t(size_), "all_to_all_v on group ",
                name_, ": ", send_counts.size(), " send and ", recv_counts.size(), " receive counts for ", size_,
                " ranks");
+  after_producer();
+  CASTOR_CHECK(!is_host(recv), "all_to_all_v on NCCL group ", name_, " takes device buffers");
   const size_t es = comm_type_size(t);
   size_t so = 0, ro = 0, bytes = 0;
   CASTOR_NCCL(ncclGroupStart(), "group ", name_);
@@ -154,18 +207,26 @@ CommHandle NcclComm::iall_to_all_v(const void* send, std::span<const size_t> sen
 
 CommHandle NcclComm::ibroadcast(void* data, size_t count, CommType t, int root) {
   CASTOR_CHECK(root >= 0 && root < size_, "broadcast on group ", name_, ": root ", root, " outside [0, ", size_, ")");
-  CASTOR_NCCL(ncclBroadcast(data, data, count, to_nccl(t), root, comm_, stream_), "group ", name_);
-  return enqueued("broadcast", count * comm_type_size(t));
+  after_producer();
+  const size_t bytes = count * comm_type_size(t);
+  void* d = on_device(data, bytes, 0, true);
+  CASTOR_NCCL(ncclBroadcast(d, d, count, to_nccl(t), root, comm_, stream_), "group ", name_);
+  to_host(data, d, bytes);
+  return enqueued("broadcast", bytes);
 }
 
 CommHandle NcclComm::isend(const void* data, size_t count, CommType t, int peer, int /*tag*/) {
   CASTOR_CHECK(peer >= 0 && peer < size_, "send on group ", name_, ": peer ", peer, " outside [0, ", size_, ")");
+  CASTOR_CHECK(!is_host(data), "send on NCCL group ", name_, " takes device buffers");
+  after_producer();
   CASTOR_NCCL(ncclSend(data, count, to_nccl(t), peer, comm_, stream_), "group ", name_);
   return enqueued("send", count * comm_type_size(t));
 }
 
 CommHandle NcclComm::irecv(void* data, size_t count, CommType t, int peer, int /*tag*/) {
   CASTOR_CHECK(peer >= 0 && peer < size_, "recv on group ", name_, ": peer ", peer, " outside [0, ", size_, ")");
+  CASTOR_CHECK(!is_host(data), "recv on NCCL group ", name_, " takes device buffers");
+  after_producer();
   CASTOR_NCCL(ncclRecv(data, count, to_nccl(t), peer, comm_, stream_), "group ", name_);
   return enqueued("recv", count * comm_type_size(t));
 }
@@ -173,6 +234,16 @@ CommHandle NcclComm::irecv(void* data, size_t count, CommType t, int peer, int /
 CommHandle NcclComm::ibarrier() {
   CASTOR_NCCL(ncclAllReduce(barrier_word_, barrier_word_, 1, ncclFloat32, ncclSum, comm_, stream_), "group ", name_);
   return enqueued("barrier", 0);
+}
+
+ProcessGroups nccl_groups(const ProcessGroups& mpi, int device, cudaStream_t producer, double timeout_seconds) {
+  ProcessGroups g = mpi;
+  for (std::shared_ptr<Communicator>* c : {&g.world, &g.tp, &g.dp, &g.ep, &g.edp, &g.pp, &g.tp_dp, &g.tp_edp}) {
+    auto* group = dynamic_cast<MpiComm*>(c->get());
+    CASTOR_CHECK(group != nullptr, "nccl_groups: group ", (*c)->name(), " is not an MPI communicator");
+    *c = std::make_shared<NcclComm>(*group, device, timeout_seconds, producer);
+  }
+  return g;
 }
 
 }  // namespace castor::parallel
