@@ -126,9 +126,13 @@ void TrainConfig::validate(const ModelConfig& model) const {
   CASTOR_CHECK(ckpt_every >= 0, "--train.ckpt_every must be >= 0 (got ", ckpt_every, ")");
   CASTOR_CHECK(threads >= 0, "--train.threads must be >= 0 (got ", threads, ")");
   CASTOR_CHECK(device == "cpu" || device == "cuda", "--train.device ", device, ": expected cpu or cuda");
-  CASTOR_CHECK(precision == "f32" || precision == "bf16", "--train.precision ", precision, ": expected f32 or bf16");
-  CASTOR_CHECK(precision == "f32" || device == "cuda", "--train.precision bf16 needs --train.device cuda (the cpu "
-               "backend computes in f32)");
+  CASTOR_CHECK(precision == "f32" || precision == "bf16" || precision == "f16", "--train.precision ", precision,
+               ": expected f32, bf16 or f16");
+  CASTOR_CHECK(precision == "f32" || device == "cuda", "--train.precision ", precision, " needs --train.device cuda "
+               "(the cpu backend computes in f32)");
+  CASTOR_CHECK(loss_scale >= 1.0f && loss_scale <= 16777216.0f, "--train.loss_scale ", loss_scale,
+               ": expected a value in [1, 2^24]");
+  CASTOR_CHECK(loss_scale_window > 0, "--train.loss_scale_window must be positive (got ", loss_scale_window, ")");
   CASTOR_CHECK(!train_data.empty(), "--data.train is required (a shard file or a directory of shards)");
   CASTOR_CHECK(!resume || !out_dir.empty(), "--train.resume needs --train.out_dir");
   CASTOR_CHECK(!resume || init_from.empty(), "--train.resume and --train.init_from exclude each other (resume "

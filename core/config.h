@@ -95,7 +95,9 @@ struct TrainConfig {
   int64_t ckpt_every = 0;     // 0: no periodic checkpoints (one at the end if out_dir set)
   int threads = 0;            // 0: all cores
   std::string device = "cpu";     // cpu | cuda (one GPU per rank, by local rank)
-  std::string precision = "f32";  // activations and compute weights: f32 | bf16 (cuda)
+  std::string precision = "f32";  // activations and compute weights: f32 | bf16 | f16 (cuda)
+  float loss_scale = 65536.0f;     // f16: initial dynamic loss scale
+  int64_t loss_scale_window = 2000;  // f16: clean steps before the scale doubles
   std::string out_dir;        // checkpoints and metrics.jsonl; empty: none
   bool resume = false;        // continue from the latest complete checkpoint in out_dir
   std::string init_from;      // fine-tuning: start from this checkpoint's weights only

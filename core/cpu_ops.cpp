@@ -4,6 +4,7 @@
 #include "core/cpu_ops.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 
 #include "kernels/cpu/activation.h"
@@ -187,6 +188,15 @@ double CpuOps::sum_squares(const float* g, int64_t n) {
   double ss = 0.0;
   CASTOR_KERNEL_CHECK(kc::sum_squares(&ss, g, n));
   return ss;
+}
+
+bool CpuOps::unscale_and_check(float* g, int64_t n, float inv_scale) {
+  bool finite = true;
+  for (int64_t i = 0; i < n; ++i) {
+    g[i] *= inv_scale;
+    finite = finite && std::isfinite(g[i]);
+  }
+  return finite;
 }
 
 }  // namespace castor

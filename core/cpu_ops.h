@@ -58,6 +58,7 @@ class CpuOps final : public Ops {
   void adamw_step(float* w, const float* g, float* m, float* v, int64_t n,
                   const kernels::cpu::AdamWHyper& h) override;
   double sum_squares(const float* g, int64_t n) override;
+  bool unscale_and_check(float* g, int64_t n, float inv_scale) override;
 
  private:
   float* scratch(size_t floats);

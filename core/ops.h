@@ -87,6 +87,8 @@ class Ops {
   virtual void adamw_step(float* w, const float* g, float* m, float* v, int64_t n,
                           const kernels::cpu::AdamWHyper& h) = 0;
   virtual double sum_squares(const float* g, int64_t n) = 0;
+  // g[i] *= inv_scale (fp16 loss scaling); false if any result is inf or NaN.
+  virtual bool unscale_and_check(float* g, int64_t n, float inv_scale) = 0;
 };
 
 }  // namespace castor

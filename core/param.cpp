@@ -141,12 +141,13 @@ void ParamStore::allocate(Backend& backend, const std::vector<size_t>& pads,
   backend_ = &backend;
   weights_ = Buffer(backend, arena_elems_ * sizeof(float));
   grads_ = Buffer(backend, arena_elems_ * sizeof(float));
-  const bool bf16 = backend.ops().act_dtype() == DType::bf16;
-  if (bf16) weights16_ = Buffer(backend, DType::bf16, int64_t(arena_elems_));
+  const DType act = backend.ops().act_dtype();
+  const bool copies = act != DType::f32;
+  if (copies) weights16_ = Buffer(backend, act, int64_t(arena_elems_));
   for (Param& p : params_) {
     p.w = weights_.f32() + p.offset;
     p.g = grads_.f32() + p.offset;
-    p.w16 = bf16 ? weights16_.ref().at(int64_t(p.offset)).p : nullptr;
+    p.wc = copies ? weights16_.ref().at(int64_t(p.offset)) : Ref{};
   }
 }
 

@@ -47,10 +47,10 @@ struct Param {
   size_t offset = 0;   // element offset into the arenas
   float* w = nullptr;  // weight view (valid after ParamStore::allocate)
   float* g = nullptr;  // gradient view
-  void* w16 = nullptr;  // bf16 compute copy of w (bf16 activations), else null
+  Ref wc;  // 16-bit compute copy of w (bf16 or f16 activations), else empty
 
-  // The weight kernels compute with: the bf16 copy under mixed precision, else w.
-  Ref cw() const { return w16 ? Ref{w16, DType::bf16} : ref(w); }
+  // The weight kernels compute with: the 16-bit copy under mixed precision, else w.
+  Ref cw() const { return wc.p ? wc : ref(w); }
 
   int64_t numel() const { return local.numel(); }  // elements this rank holds
   Tensor weight() const { return f32_tensor(w, local); }
@@ -81,8 +81,8 @@ class ParamStore {
   // cut from the logical tensor).
   void initialize(uint64_t seed);
   void zero_grads();
-  // Rounds the weights into their bf16 compute copies (after an update or a load); a no-op
-  // unless the backend computes in bf16. Call whenever the f32 weights changed.
+  // Rounds the weights into their 16-bit compute copies (after an update or a load); a
+  // no-op unless the backend computes in bf16 or f16. Call whenever the f32 weights changed.
   void refresh_compute_weights();
   // Writes `host` (arena_elems() floats in host memory) into the weight arena, and back.
   void upload_weights(const float* host);
@@ -109,7 +109,7 @@ class ParamStore {
   std::vector<size_t> region_begin_{0, 0};
   Backend* backend_ = nullptr;
   Buffer weights_, grads_;
-  Buffer weights16_;  // bf16 compute copies (bf16 activations only)
+  Buffer weights16_;  // 16-bit compute copies (bf16 or f16 activations only)
 };
 
 }  // namespace castor

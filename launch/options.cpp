@@ -139,7 +139,11 @@ bool parse_train_options(const std::vector<std::string>& args, TrainOptions& out
       "train.threads", opt(&o.train.threads), "CPU threads (OpenMP + OpenBLAS); 0 = all cores")(
       "train.device", opt(&o.train.device), "cpu | cuda: where the model computes (cuda: one GPU per rank by local rank)")(
       "train.precision", opt(&o.train.precision),
-      "f32 | bf16: activations and compute weights (bf16 needs cuda; master weights, moments, gradients stay f32)")(
+      "f32 | bf16 | f16: activations and compute weights (bf16/f16 need cuda; master weights, moments, gradients "
+      "stay f32; f16 uses dynamic loss scaling)")(
+      "train.loss_scale", opt(&o.train.loss_scale), "f16: initial loss scale (halved on overflow, the step skipped)")(
+      "train.loss_scale_window", opt(&o.train.loss_scale_window),
+      "f16: clean steps in a row before the loss scale doubles")(
       "train.out_dir", opt(&o.train.out_dir), "run directory: checkpoints step_XXXXXXXX.h5, metrics.jsonl")(
       "train.init_from", opt(&o.train.init_from),
       "start from this checkpoint's weights (fine-tuning stage; optimizer and data start fresh)")(

@@ -22,6 +22,7 @@
 #ifdef CASTOR_WITH_NCCL
 #include "parallel/nccl/nccl_comm.h"
 #endif
+#include "core/loss_scale.h"
 #include "core/model.h"
 #include "core/optimizer.h"
 #include "io/checkpoint.h"
@@ -149,7 +150,8 @@ std::unique_ptr<Backend> make_backend(const TrainConfig& tc) {
   if (tc.device == "cpu") return make_cpu_backend(tc.threads);
 #ifdef CASTOR_WITH_CUDA
   if (tc.threads > 0) kernels::cpu::set_num_threads(tc.threads);
-  return make_cuda_backend(cuda_device_for_local_rank(-1), tc.precision == "bf16" ? DType::bf16 : DType::f32);
+  const DType act = tc.precision == "bf16" ? DType::bf16 : tc.precision == "f16" ? DType::f16 : DType::f32;
+  return make_cuda_backend(cuda_device_for_local_rank(-1), act);
 #else
   throw Error("--train.device cuda: this castor was built without CUDA (configure where nvcc is found)");
 #endif
@@ -354,6 +356,8 @@ int train_command(const std::vector<std::string>& args) {
   // Each micro-batch's objective is a mean over its items; a step averages its
   // accumulation x dp micro-batches.
   const float micro_scale = 1.0f / float(tc.grad_accum * dp);
+  // f16: gradients of the loss times the scale, unscaled and checked before each update.
+  LossScaler scaler(tc.precision == "f16", tc.loss_scale, tc.loss_scale_window);
   LossLog interval;  // since the last log line
   auto t_log = Clock::now();
   const auto t_start = Clock::now();
@@ -401,13 +405,25 @@ int train_command(const std::vector<std::string>& args) {
     LossLog step_log;
     for (int64_t micro = 0; micro < tc.grad_accum; ++micro) {
       train_data.next(batch);
-      step_log.add(model.forward(batch.view(), opt.loss, &micro_scale, tc.seed), model.moe_stats());
+      const float grad_scale = micro_scale * scaler.scale();
+      step_log.add(model.forward(batch.view(), opt.loss, &grad_scale, tc.seed), model.moe_stats());
       sync.backward(model, micro + 1 == tc.grad_accum);  // reductions overlap backward
     }
     step_log.all_reduce(*groups.dp);
     const double loss = step_log.loss();
     CASTOR_CHECK(std::isfinite(loss), "training loss is not finite at step ", step + 1, " (", loss,
                  "); lower --optim.lr or check the data");
+    // Under data parallelism the gradients are already summed over ranks, so every rank sees
+    // the same overflow and skips the same steps.
+    if (scaler.enabled()) {
+      const bool finite = scaler.unscale(backend->ops(), store.grads(), int64_t(store.arena_elems()));
+      scaler.update(finite);
+      if (!finite) {
+        std::printf("step %6lld | gradient overflow: update skipped, loss scale now %g\n",
+                    static_cast<long long>(step + 1), double(scaler.scale()));
+        continue;
+      }
+    }
     const double norm = sync.grad_norm(optim);
     const float lr = learning_rate(opt.optim, step, tc.steps);
     optim.step(lr, norm);

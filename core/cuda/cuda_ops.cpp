@@ -393,4 +393,13 @@ double CudaOps::sum_squares(const float* g, int64_t n) {
   return out;
 }
 
+bool CudaOps::unscale_and_check(float* g, int64_t n, float inv_scale) {
+  auto* found = static_cast<int32_t*>(flag_.get(backend_, sizeof(int32_t)));
+  backend_.discard(found, sizeof(int32_t));
+  CASTOR_KERNEL_CHECK(kg::unscale_and_check(g, n, inv_scale, found, backend_.compute_stream()));
+  int32_t host = 0;
+  to_host(&host, found, sizeof host);
+  return host == 0;
+}
+
 }  // namespace castor

@@ -71,6 +71,7 @@ class CudaOps final : public Ops {
   void adamw_step(float* w, const float* g, float* m, float* v, int64_t n,
                   const kernels::cpu::AdamWHyper& h) override;
   double sum_squares(const float* g, int64_t n) override;
+  bool unscale_and_check(float* g, int64_t n, float inv_scale) override;
 
  private:
   // A device buffer that grows to the largest request (contents not kept).
