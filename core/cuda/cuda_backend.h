@@ -63,7 +63,7 @@ class CudaEvent {
 // pinned ones are not).
 class CudaBackend final : public Backend {
  public:
-  // Makes `device` current on the calling thread; activations: f32 or bf16 (mixed precision).
+  // Makes `device` current on the calling thread; activations: f32, bf16 or f16 (mixed precision).
   explicit CudaBackend(int device, DType activations = DType::f32);
   ~CudaBackend() override;
   CudaBackend(const CudaBackend&) = delete;

@@ -25,14 +25,16 @@ namespace {
 
 constexpr size_t kGemmWorkspaceBytes = size_t(32) << 20;  // cuBLASLt's recommendation for Hopper
 
-// Calls f(T{}) with T the storage type of `t` (f32 or bf16).
+// Calls f(T{}) with T the storage type of `t` (f32, bf16 or f16).
 template <typename F>
 void with_type(DType t, F&& f) {
   if (t == DType::f32) {
     f(float{});
-  } else {
-    CASTOR_CHECK(t == DType::bf16, "cuda ops: ", dtype_name(t), " operands are not supported");
+  } else if (t == DType::bf16) {
     f(kg::bf16{});
+  } else {
+    CASTOR_CHECK(t == DType::f16, "cuda ops: ", dtype_name(t), " operands are not supported");
+    f(kg::f16{});
   }
 }
 
@@ -69,8 +71,8 @@ void CudaOps::to_host(void* host, const void* device, size_t bytes) {
 }
 
 CudaOps::CudaOps(CudaBackend& backend, DType activations) : backend_(backend), act_(activations) {
-  CASTOR_CHECK(act_ == DType::f32 || act_ == DType::bf16, "cuda backend: activations must be f32 or bf16, not ",
-               dtype_name(act_));
+  CASTOR_CHECK(act_ == DType::f32 || act_ == DType::bf16 || act_ == DType::f16,
+               "cuda backend: activations must be f32, bf16 or f16, not ", dtype_name(act_));
   gemm_workspace_ = Buffer(backend, kGemmWorkspaceBytes);
   CASTOR_KERNEL_CHECK(kg::make_gemm_context(&gemm_, gemm_workspace_.data(), kGemmWorkspaceBytes));
 }
@@ -88,7 +90,7 @@ void CudaOps::gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alph
                                           as<T>(C), ldc, s)));
     } else {
       CASTOR_CHECK(C.t == DType::f32, "cuda gemm: ", dtype_name(A.t), " inputs into ", dtype_name(C.t));
-      if constexpr (std::is_same_v<T, kg::bf16>)
+      if constexpr (!std::is_same_v<T, float>)
         CASTOR_KERNEL_CHECK((kg::gemm<T, float>(gemm_, ta, tb, M, N, K, alpha, as<T>(A), lda, as<T>(B), ldb, beta,
                                                 as<float>(C), ldc, s)));
     }
@@ -124,12 +126,20 @@ void CudaOps::convert(Ref out, Ref in, int64_t n) {
   cudaStream_t s = backend_.compute_stream();
   if (out.t == in.t) {
     backend_.copy(out.p, in.p, size_t(n) * dtype_size(in.t));
-  } else if (out.t == DType::bf16 && in.t == DType::f32) {
-    CASTOR_KERNEL_CHECK((kg::convert<kg::bf16, float>(as<kg::bf16>(out), as<float>(in), n, s)));
+  } else if (in.t == DType::f32) {  // into a 16-bit type
+    with_type(out.t, [&](auto tag) {
+      using T = decltype(tag);
+      if constexpr (!std::is_same_v<T, float>)
+        CASTOR_KERNEL_CHECK((kg::convert<T, float>(as<T>(out), as<float>(in), n, s)));
+    });
   } else {
-    CASTOR_CHECK(out.t == DType::f32 && in.t == DType::bf16, "cuda convert from ", dtype_name(in.t), " to ",
-                 dtype_name(out.t), " is not supported");
-    CASTOR_KERNEL_CHECK((kg::convert<float, kg::bf16>(as<float>(out), as<kg::bf16>(in), n, s)));
+    CASTOR_CHECK(out.t == DType::f32, "cuda convert from ", dtype_name(in.t), " to ", dtype_name(out.t),
+                 " is not supported");
+    with_type(in.t, [&](auto tag) {
+      using T = decltype(tag);
+      if constexpr (!std::is_same_v<T, float>)
+        CASTOR_KERNEL_CHECK((kg::convert<float, T>(as<float>(out), as<T>(in), n, s)));
+    });
   }
 }
 

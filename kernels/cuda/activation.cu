@@ -1,5 +1,5 @@
 // GELU and SwiGLU, forward and backward (see activation.cuh), as one grid-stride kernel
-// over packs of 16 bytes per thread (4 floats / 8 bf16) when the pointers are 16-byte
+// over packs of 16 bytes per thread (4 floats / 8 bf16 or f16) when the pointers are 16-byte
 // aligned (and, for SwiGLU, F fills whole packs), else one element per thread. Same
 // formulas as kernels/cpu/activation.cpp with expf in place of its polynomial exp; the
 // exp argument is clamped to [-87, 80] as there, so e * s never becomes inf * 0.
@@ -151,6 +151,7 @@ Status swiglu_backward(T* din, const T* dout, const T* in, int64_t N, int64_t F,
   template Status swiglu_backward<T>(T*, const T*, const T*, int64_t, int64_t, cudaStream_t);
 CASTOR_INSTANTIATE(float)
 CASTOR_INSTANTIATE(bf16)
+CASTOR_INSTANTIATE(f16)
 #undef CASTOR_INSTANTIATE
 
 }  // namespace castor::kernels::cuda

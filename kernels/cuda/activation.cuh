@@ -1,6 +1,6 @@
 // Point-wise activations on a CUDA stream: GELU (tanh approximation, as GPT-2) and SwiGLU
 // (Llama), forward and backward; mirrors kernels/cpu/activation.h. Backward overwrites (=)
-// the input gradient. Storage T (float or bf16), fp32 arithmetic. GELU is evaluated as
+// the input gradient. Storage T (float, bf16 or f16), fp32 arithmetic. GELU is evaluated as
 // x * sigmoid(2u), u = sqrt(2/pi) (x + 0.044715 x^3), accurate for x < 0.
 #pragma once
 #include <cuda_runtime.h>

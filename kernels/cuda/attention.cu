@@ -1,6 +1,6 @@
 // Flash-attention kernels behind attention.cuh: forward, backward dK/dV and dQ passes, and
 // delta = rowsum(dO * O). Each pass exists twice with the same tiling: on tensor cores
-// (WMMA bf16 16x16x16, fp32 accumulators; 64-row tiles, 4 warps of 16 rows) for bf16 with
+// (WMMA 16x16x16, fp32 accumulators; 64-row tiles, 4 warps of 16 rows) for bf16 and f16 with
 // D in {16, 32, 64, 80, 96, 128} and 16-byte aligned rows, and in scalar fp32 FMA (32-row
 // tiles, 8 warps of 4 rows) for float and every other D <= 128. Every output element is
 // written once by one block (no atomics): results do not depend on scheduling.
@@ -400,20 +400,23 @@ __global__ void __launch_bounds__(kSThreads, 2) dkdv_scalar(const BwdArgs<T> a) 
 }
 
 // ---------------------------------------------------------------------------------------
-// Tensor-core path (bf16, D % 16 == 0). A block owns 64 rows, warp w rows [16w, 16w + 16).
-// Tiles are staged in shared memory with rows padded by 8 elements (conflict-free fragment
-// loads). WMMA leaves the register layout of accumulators opaque; elementwise work on them
-// (masking, exp, rescaling) uses each element's (row, column), found once per warp by
-// loading a matrix whose entries are their own index (acc_positions).
+// Tensor-core path (T = bf16 or f16, D % 16 == 0). A block owns 64 rows, warp w rows
+// [16w, 16w + 16). Tiles are staged in shared memory with rows padded by 8 elements
+// (conflict-free fragment loads). WMMA leaves the register layout of accumulators opaque;
+// elementwise work on them (masking, exp, rescaling) uses each element's (row, column),
+// found once per warp by loading a matrix whose entries are their own index (acc_positions).
 
 constexpr int kWRows = 64;
 constexpr int kWThreads = 128;
-constexpr int kWLdp = kWRows + 8;  // row stride of bf16 probability tiles
+constexpr int kWLdp = kWRows + 8;  // row stride of T probability tiles
 constexpr int kWLds = kWRows + 4;  // row stride of the fp32 score tile
 
-using FragA = wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major>;
-using FragB = wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::row_major>;
-using FragBt = wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::col_major>;  // B^T of row-major rows
+template <typename T>
+using FragA = wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major>;
+template <typename T>
+using FragB = wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major>;
+template <typename T>
+using FragBt = wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major>;  // B^T of row-major rows
 using FragC = wmma::fragment<wmma::accumulator, 16, 16, 16, float>;
 constexpr int kCElems = FragC::num_elements;
 
@@ -435,12 +438,14 @@ template <int D>
 constexpr int kBwdScoreGroup = D <= 64 ? 2 : 1;
 
 // Shared-memory layout (byte offsets, 128-aligned) of the tensor-core kernels: `tiles`
-// 64 x (D + 8) bf16 tiles, then per-kernel extras.
+// 64 x (D + 8) tiles of 16-bit elements (bf16 or f16), then per-kernel extras.
+constexpr size_t kWElemBytes = 2;
+static_assert(sizeof(bf16) == kWElemBytes && sizeof(f16) == kWElemBytes);
 template <int D>
 struct WLayout {
   static constexpr int ld = D + 8;
-  static constexpr size_t tile = align128(size_t(kWRows) * ld * sizeof(bf16));
-  static constexpr size_t ptile = align128(size_t(kWRows) * kWLdp * sizeof(bf16));
+  static constexpr size_t tile = align128(size_t(kWRows) * ld * kWElemBytes);
+  static constexpr size_t ptile = align128(size_t(kWRows) * kWLdp * kWElemBytes);
   static constexpr size_t stile = align128(size_t(kWRows) * kWLds * sizeof(float));
   static constexpr size_t vec = align128(size_t(kWRows) * sizeof(float));
   // forward: Q, K, V | scores (fp32) | P | alpha, 1/l | first keys
@@ -454,8 +459,8 @@ struct WLayout {
 
 // dst (64 x (D + 8)) = rows [0, valid) of src (row stride lds, 16-byte aligned rows), zero
 // rows after, in 16-byte copies.
-template <int D>
-__device__ void load_tile(bf16* dst, const bf16* src, int64_t lds, int valid) {
+template <int D, typename T>
+__device__ void load_tile(T* dst, const T* src, int64_t lds, int valid) {
   constexpr int chunks = D / 8, ld = D + 8;
   for (int idx = threadIdx.x; idx < kWRows * chunks; idx += blockDim.x) {
     const int r = idx / chunks, c = idx - r * chunks;
@@ -466,8 +471,8 @@ __device__ void load_tile(bf16* dst, const bf16* src, int64_t lds, int valid) {
 }
 
 // Rows [0, valid) of src (64 x (D + 8)) to dst (row stride ldd, 16-byte aligned rows).
-template <int D>
-__device__ void store_tile(bf16* dst, int64_t ldd, const bf16* src, int valid) {
+template <int D, typename T>
+__device__ void store_tile(T* dst, int64_t ldd, const T* src, int valid) {
   constexpr int chunks = D / 8, ld = D + 8;
   for (int idx = threadIdx.x; idx < valid * chunks; idx += blockDim.x) {
     const int r = idx / chunks, c = idx - r * chunks;
@@ -490,18 +495,18 @@ __device__ void acc_positions(int (&pos)[kCElems], float* scratch) {
 
 // acc[g] = A B_g^T: A the warp's 16 rows of a tile (at a), B_g the 16 rows of a tile at
 // b + 16 g rows; each a 16 x 16 block of scores.
-template <int D, int G>
-__device__ __forceinline__ void scores(FragC (&acc)[G], const bf16* a, const bf16* b) {
+template <int D, int G, typename T>
+__device__ __forceinline__ void scores(FragC (&acc)[G], const T* a, const T* b) {
   constexpr int ld = D + 8;
 #pragma unroll
   for (int g = 0; g < G; ++g) wmma::fill_fragment(acc[g], 0.0f);
 #pragma unroll 1
   for (int d0 = 0; d0 < D; d0 += 16) {
-    FragA fa;
+    FragA<T> fa;
     wmma::load_matrix_sync(fa, a + d0, ld);
 #pragma unroll
     for (int g = 0; g < G; ++g) {
-      FragBt fb;
+      FragBt<T> fb;
       wmma::load_matrix_sync(fb, b + g * 16 * ld + d0, ld);
       wmma::mma_sync(acc[g], fa, fb, acc[g]);
     }
@@ -510,54 +515,54 @@ __device__ __forceinline__ void scores(FragC (&acc)[G], const bf16* a, const bf1
 
 // acc[n] += P Y[:, 16n : 16n + 16]: P the warp's 16 x 64 probabilities (row stride kWLdp),
 // Y a 64 x D tile.
-template <int D>
-__device__ __forceinline__ void add_prob_times_tile(FragC (&acc)[D / 16], const bf16* p, const bf16* y) {
+template <int D, typename T>
+__device__ __forceinline__ void add_prob_times_tile(FragC (&acc)[D / 16], const T* p, const T* y) {
   constexpr int ld = D + 8;
 #pragma unroll 1
   for (int kk = 0; kk < kWRows; kk += 16) {
-    FragA fa;
+    FragA<T> fa;
     wmma::load_matrix_sync(fa, p + kk, kWLdp);
 #pragma unroll
     for (int n = 0; n < D / 16; ++n) {
-      FragB fb;
+      FragB<T> fb;
       wmma::load_matrix_sync(fb, y + kk * ld + n * 16, ld);
       wmma::mma_sync(acc[n], fa, fb, acc[n]);
     }
   }
 }
 
-// Writes acc * scale as bf16 into the warp's 16 rows of a tile (at dst, row stride D + 8).
-template <int D>
-__device__ __forceinline__ void acc_to_tile(bf16* dst, const FragC (&acc)[D / 16], const int (&pos)[kCElems],
+// Writes acc * scale as T into the warp's 16 rows of a tile (at dst, row stride D + 8).
+template <int D, typename T>
+__device__ __forceinline__ void acc_to_tile(T* dst, const FragC (&acc)[D / 16], const int (&pos)[kCElems],
                                             float scale) {
   constexpr int ld = D + 8;
 #pragma unroll
   for (int n = 0; n < D / 16; ++n) {
 #pragma unroll
     for (int e = 0; e < kCElems; ++e)
-      dst[(pos[e] >> 4) * ld + n * 16 + (pos[e] & 15)] = __float2bfloat16_rn(acc[n].x[e] * scale);
+      dst[(pos[e] >> 4) * ld + n * 16 + (pos[e] & 15)] = from_float<T>(acc[n].x[e] * scale);
   }
 }
 
-template <int D>
-__global__ void __launch_bounds__(kWThreads, kFwdMinBlocks<D>) forward_wmma(const FwdArgs<bf16> a) {
+template <typename T, int D>
+__global__ void __launch_bounds__(kWThreads, kFwdMinBlocks<D>) forward_wmma(const FwdArgs<T> a) {
   using L = WLayout<D>;
   constexpr int ld = L::ld, G = kFwdScoreGroup<D>;
   unsigned char* smem = shared_bytes();
   const int lane = threadIdx.x & 31, row0 = (threadIdx.x >> 5) * 16;
-  bf16* Qs = reinterpret_cast<bf16*>(smem);
-  bf16* Ks = reinterpret_cast<bf16*>(smem + L::tile);
-  bf16* Vs = reinterpret_cast<bf16*>(smem + 2 * L::tile);
+  T* Qs = reinterpret_cast<T*>(smem);
+  T* Ks = reinterpret_cast<T*>(smem + L::tile);
+  T* Vs = reinterpret_cast<T*>(smem + 2 * L::tile);
   float* Sw = reinterpret_cast<float*>(smem + L::fwd_s) + row0 * kWLds;  // this warp's rows
-  bf16* Pw = reinterpret_cast<bf16*>(smem + L::fwd_p) + row0 * kWLdp;
+  T* Pw = reinterpret_cast<T*>(smem + L::fwd_p) + row0 * kWLdp;
   float* alpha_s = reinterpret_cast<float*>(smem + L::fwd_stats);
   float* inv_l_s = reinterpret_cast<float*>(smem + L::fwd_stats + L::vec);
   int* lo = reinterpret_cast<int*>(smem + L::fwd_lo);
 
   const QueryBlock w = query_block(a.B, a.H, a.rows, kWRows);
   const int kvh = w.h / a.group;
-  const bf16* k = a.k + w.b * a.kv_seq + kvh * D;
-  const bf16* v = a.v + w.b * a.kv_seq + kvh * D;
+  const T* k = a.k + w.b * a.kv_seq + kvh * D;
+  const T* v = a.v + w.b * a.kv_seq + kvh * D;
   load_tile<D>(Qs, a.q + w.b * a.q_seq + int64_t(w.i0) * a.ldq + w.h * D, a.ldq, w.n);
   for (int r = threadIdx.x; r < kWRows; r += blockDim.x)
     lo[r] = r < w.n ? first_key(a.key_begin, int64_t(w.b) * a.rows + w.i0 + r, a.past + w.i0 + r) : INT_MAX;
@@ -570,7 +575,7 @@ __global__ void __launch_bounds__(kWThreads, kFwdMinBlocks<D>) forward_wmma(cons
   const int half = lane & 1, i = row0 + (lane >> 1);
   const int row_lo = lo[i], row_hi = a.past + w.i0 + i;
   const float* srow = Sw + (lane >> 1) * kWLds;
-  bf16* prow = Pw + (lane >> 1) * kWLdp;
+  T* prow = Pw + (lane >> 1) * kWLdp;
   float m = -INFINITY, l = 0.0f;
   FragC o[D / 16];
 #pragma unroll
@@ -600,7 +605,7 @@ __global__ void __launch_bounds__(kWThreads, kFwdMinBlocks<D>) forward_wmma(cons
     for (int c = half; c < kWRows; c += 2) {
       const float p = exp2f(masked_score(srow[c], k0 + c, row_lo, row_hi, a.scale_log2) - m_use);
       sum += p;
-      prow[c] = __float2bfloat16_rn(p);
+      prow[c] = from_float<T>(p);
     }
     sum += __shfl_xor_sync(0xffffffffu, sum, 1);
     l = l * alpha + sum;
@@ -624,7 +629,7 @@ __global__ void __launch_bounds__(kWThreads, kFwdMinBlocks<D>) forward_wmma(cons
     if (i < w.n && a.lse != nullptr) a.lse[(int64_t(w.b) * a.H + w.h) * a.rows + w.i0 + i] = m * kLn2 + logf(l);
   }
   // O / l out through the score tile, up to 4 column blocks at a time.
-  bf16* out = a.out + w.b * a.out_seq + int64_t(w.i0 + row0) * a.ldo + w.h * D;
+  T* out = a.out + w.b * a.out_seq + int64_t(w.i0 + row0) * a.ldo + w.h * D;
 #pragma unroll
   for (int n0 = 0; n0 < D / 16; n0 += 4) {
     constexpr int kMaxBlocks = 4;
@@ -636,22 +641,22 @@ __global__ void __launch_bounds__(kWThreads, kFwdMinBlocks<D>) forward_wmma(cons
     __syncwarp();
     for (int idx = lane; idx < 16 * cols; idx += 32) {
       const int r = idx / cols, c = idx - r * cols;
-      if (row0 + r < w.n) out[r * a.ldo + n0 * 16 + c] = __float2bfloat16_rn(Sw[r * kWLds + c] * inv_l_s[row0 + r]);
+      if (row0 + r < w.n) out[r * a.ldo + n0 * 16 + c] = from_float<T>(Sw[r * kWLds + c] * inv_l_s[row0 + r]);
     }
   }
 }
 
-template <int D>
-__global__ void __launch_bounds__(kWThreads, kBwdMinBlocks<D>) dq_wmma(const BwdArgs<bf16> a) {
+template <typename T, int D>
+__global__ void __launch_bounds__(kWThreads, kBwdMinBlocks<D>) dq_wmma(const BwdArgs<T> a) {
   using L = WLayout<D>;
   constexpr int ld = L::ld, G = kBwdScoreGroup<D>;
   unsigned char* smem = shared_bytes();
   const int row0 = (threadIdx.x >> 5) * 16;
-  bf16* Qs = reinterpret_cast<bf16*>(smem);
-  bf16* dOs = reinterpret_cast<bf16*>(smem + L::tile);
-  bf16* Ks = reinterpret_cast<bf16*>(smem + 2 * L::tile);
-  bf16* Vs = reinterpret_cast<bf16*>(smem + 3 * L::tile);
-  bf16* dSw = reinterpret_cast<bf16*>(smem + L::dq_ds) + row0 * kWLdp;
+  T* Qs = reinterpret_cast<T*>(smem);
+  T* dOs = reinterpret_cast<T*>(smem + L::tile);
+  T* Ks = reinterpret_cast<T*>(smem + 2 * L::tile);
+  T* Vs = reinterpret_cast<T*>(smem + 3 * L::tile);
+  T* dSw = reinterpret_cast<T*>(smem + L::dq_ds) + row0 * kWLdp;
   float* lse2 = reinterpret_cast<float*>(smem + L::dq_stats);
   float* delta = reinterpret_cast<float*>(smem + L::dq_stats + L::vec);
   int* lo = reinterpret_cast<int*>(smem + L::dq_stats + 2 * L::vec);
@@ -659,8 +664,8 @@ __global__ void __launch_bounds__(kWThreads, kBwdMinBlocks<D>) dq_wmma(const Bwd
   const QueryBlock w = query_block(a.B, a.H, a.len, kWRows);
   const int kvh = w.h / a.group;
   const int64_t seq = int64_t(w.b) * a.len, ldo = int64_t(a.H) * D;
-  const bf16* k = a.qkv + seq * a.ld + (a.H + kvh) * D;
-  const bf16* v = a.qkv + seq * a.ld + (a.H + a.KVH + kvh) * D;
+  const T* k = a.qkv + seq * a.ld + (a.H + kvh) * D;
+  const T* v = a.qkv + seq * a.ld + (a.H + a.KVH + kvh) * D;
   load_tile<D>(Qs, a.qkv + (seq + w.i0) * a.ld + w.h * D, a.ld, w.n);
   load_tile<D>(dOs, a.dout + (seq + w.i0) * ldo + w.h * D, ldo, w.n);
   load_row_stats(lse2, delta, lo, a, w.b, w.h, w.i0, w.n, kWRows);
@@ -690,7 +695,7 @@ __global__ void __launch_bounds__(kWThreads, kBwdMinBlocks<D>) dq_wmma(const Bwd
           const int r = pos[e] >> 4, c = (g0 + g) * 16 + (pos[e] & 15), i = row0 + r;
           const float x = masked_score(s[g].x[e], k0 + c, lo[i], w.i0 + i, a.scale_log2);
           const float p = x == -INFINITY ? 0.0f : exp2f(x - lse2[i]);
-          dSw[r * kWLdp + c] = __float2bfloat16_rn(p * (dp[g].x[e] - delta[i]));
+          dSw[r * kWLdp + c] = from_float<T>(p * (dp[g].x[e] - delta[i]));
         }
       }
     }
@@ -704,18 +709,18 @@ __global__ void __launch_bounds__(kWThreads, kBwdMinBlocks<D>) dq_wmma(const Bwd
   store_tile<D>(a.dqkv + (seq + w.i0) * a.ld + w.h * D, a.ld, Qs, w.n);
 }
 
-template <int D>
-__global__ void __launch_bounds__(kWThreads, kBwdMinBlocks<D>) dkdv_wmma(const BwdArgs<bf16> a) {
+template <typename T, int D>
+__global__ void __launch_bounds__(kWThreads, kBwdMinBlocks<D>) dkdv_wmma(const BwdArgs<T> a) {
   using L = WLayout<D>;
   constexpr int ld = L::ld, G = kBwdScoreGroup<D>;
   unsigned char* smem = shared_bytes();
   const int row0 = (threadIdx.x >> 5) * 16;
-  bf16* Ks = reinterpret_cast<bf16*>(smem);
-  bf16* Vs = reinterpret_cast<bf16*>(smem + L::tile);
-  bf16* Qs = reinterpret_cast<bf16*>(smem + 2 * L::tile);
-  bf16* dOs = reinterpret_cast<bf16*>(smem + 3 * L::tile);
-  bf16* Ptw = reinterpret_cast<bf16*>(smem + L::kv_p) + row0 * kWLdp;  // P^T: key rows, query columns
-  bf16* dStw = reinterpret_cast<bf16*>(smem + L::kv_p + L::ptile) + row0 * kWLdp;
+  T* Ks = reinterpret_cast<T*>(smem);
+  T* Vs = reinterpret_cast<T*>(smem + L::tile);
+  T* Qs = reinterpret_cast<T*>(smem + 2 * L::tile);
+  T* dOs = reinterpret_cast<T*>(smem + 3 * L::tile);
+  T* Ptw = reinterpret_cast<T*>(smem + L::kv_p) + row0 * kWLdp;  // P^T: key rows, query columns
+  T* dStw = reinterpret_cast<T*>(smem + L::kv_p + L::ptile) + row0 * kWLdp;
   float* lse2 = reinterpret_cast<float*>(smem + L::kv_stats);
   float* delta = reinterpret_cast<float*>(smem + L::kv_stats + L::vec);
   int* lo = reinterpret_cast<int*>(smem + L::kv_stats + 2 * L::vec);
@@ -758,8 +763,8 @@ __global__ void __launch_bounds__(kWThreads, kBwdMinBlocks<D>) dkdv_wmma(const B
             const int r = pos[e] >> 4, c = (g0 + g) * 16 + (pos[e] & 15);
             const float x = masked_score(st[g].x[e], kb.k0 + row0 + r, lo[c], q0 + c, a.scale_log2);
             const float p = x == -INFINITY ? 0.0f : exp2f(x - lse2[c]);
-            Ptw[r * kWLdp + c] = __float2bfloat16_rn(p);
-            dStw[r * kWLdp + c] = __float2bfloat16_rn(p * (dpt[g].x[e] - delta[c]));
+            Ptw[r * kWLdp + c] = from_float<T>(p);
+            dStw[r * kWLdp + c] = from_float<T>(p * (dpt[g].x[e] - delta[c]));
           }
         }
       }
@@ -804,18 +809,19 @@ Status launch(void (*kernel)(Arg), int64_t blocks, int threads, size_t smem, cud
   return launched();
 }
 
-template <int D>
-Status launch_forward_wmma(const FwdArgs<bf16>& a, cudaStream_t stream) {
-  return launch(forward_wmma<D>, int64_t(a.B) * a.H * ceil_div(a.rows, kWRows), kWThreads, WLayout<D>::fwd_bytes,
+template <typename T, int D>
+Status launch_forward_wmma(const FwdArgs<T>& a, cudaStream_t stream) {
+  return launch(forward_wmma<T, D>, int64_t(a.B) * a.H * ceil_div(a.rows, kWRows), kWThreads, WLayout<D>::fwd_bytes,
                 stream, a);
 }
 
-template <int D>
-Status launch_backward_wmma(const BwdArgs<bf16>& a, cudaStream_t stream) {
-  const Status st =
-      launch(dkdv_wmma<D>, int64_t(a.B) * a.KVH * ceil_div(a.len, kWRows), kWThreads, WLayout<D>::kv_bytes, stream, a);
+template <typename T, int D>
+Status launch_backward_wmma(const BwdArgs<T>& a, cudaStream_t stream) {
+  const Status st = launch(dkdv_wmma<T, D>, int64_t(a.B) * a.KVH * ceil_div(a.len, kWRows), kWThreads,
+                           WLayout<D>::kv_bytes, stream, a);
   if (st != Status::kOk) return st;
-  return launch(dq_wmma<D>, int64_t(a.B) * a.H * ceil_div(a.len, kWRows), kWThreads, WLayout<D>::dq_bytes, stream, a);
+  return launch(dq_wmma<T, D>, int64_t(a.B) * a.H * ceil_div(a.len, kWRows), kWThreads, WLayout<D>::dq_bytes, stream,
+                a);
 }
 
 template <typename T, int DC>
@@ -835,21 +841,21 @@ Status launch_backward_scalar(const BwdArgs<T>& a, cudaStream_t stream) {
 
 template <typename T>
 Status run_forward(const FwdArgs<T>& a, bool tensor_cores, cudaStream_t stream) {
-  if constexpr (std::is_same_v<T, bf16>) {
+  if constexpr (std::is_same_v<T, bf16> || std::is_same_v<T, f16>) {
     if (tensor_cores) {
       switch (a.D) {
         case 16:
-          return launch_forward_wmma<16>(a, stream);
+          return launch_forward_wmma<T, 16>(a, stream);
         case 32:
-          return launch_forward_wmma<32>(a, stream);
+          return launch_forward_wmma<T, 32>(a, stream);
         case 64:
-          return launch_forward_wmma<64>(a, stream);
+          return launch_forward_wmma<T, 64>(a, stream);
         case 80:
-          return launch_forward_wmma<80>(a, stream);
+          return launch_forward_wmma<T, 80>(a, stream);
         case 96:
-          return launch_forward_wmma<96>(a, stream);
+          return launch_forward_wmma<T, 96>(a, stream);
         case 128:
-          return launch_forward_wmma<128>(a, stream);
+          return launch_forward_wmma<T, 128>(a, stream);
         default:
           break;
       }
@@ -871,21 +877,21 @@ Status run_forward(const FwdArgs<T>& a, bool tensor_cores, cudaStream_t stream) 
 
 template <typename T>
 Status run_backward(const BwdArgs<T>& a, bool tensor_cores, cudaStream_t stream) {
-  if constexpr (std::is_same_v<T, bf16>) {
+  if constexpr (std::is_same_v<T, bf16> || std::is_same_v<T, f16>) {
     if (tensor_cores) {
       switch (a.D) {
         case 16:
-          return launch_backward_wmma<16>(a, stream);
+          return launch_backward_wmma<T, 16>(a, stream);
         case 32:
-          return launch_backward_wmma<32>(a, stream);
+          return launch_backward_wmma<T, 32>(a, stream);
         case 64:
-          return launch_backward_wmma<64>(a, stream);
+          return launch_backward_wmma<T, 64>(a, stream);
         case 80:
-          return launch_backward_wmma<80>(a, stream);
+          return launch_backward_wmma<T, 80>(a, stream);
         case 96:
-          return launch_backward_wmma<96>(a, stream);
+          return launch_backward_wmma<T, 96>(a, stream);
         case 128:
-          return launch_backward_wmma<128>(a, stream);
+          return launch_backward_wmma<T, 128>(a, stream);
         default:
           break;
       }
@@ -944,7 +950,7 @@ Status attention_rows(const AttentionRows<T>& a, cudaStream_t stream) {
   f.past = int(a.past);
   f.scale_log2 = kLog2e / std::sqrt(static_cast<float>(a.D));
   // 16-byte tile loads need every row of every sequence 16-byte aligned: base pointers,
-  // row strides and sequence strides (8 bf16 elements).
+  // row strides and sequence strides (8 bf16 or f16 elements).
   const bool tensor_cores = wmma_head_dim(a.D) && aligned16(a.q) && aligned16(a.k) && aligned16(a.v) &&
                             a.ldq % 8 == 0 && a.ldkv % 8 == 0 && a.q_seq % 8 == 0 && a.kv_seq % 8 == 0;
   return run_forward(f, tensor_cores, stream);
@@ -1016,13 +1022,18 @@ Status attention_backward(T* dqkv, const T* dout, const T* qkv, const T* out, co
 
 template Status attention_rows<float>(const AttentionRows<float>&, cudaStream_t);
 template Status attention_rows<bf16>(const AttentionRows<bf16>&, cudaStream_t);
+template Status attention_rows<f16>(const AttentionRows<f16>&, cudaStream_t);
 template Status attention_forward<float>(float*, float*, const float*, const cpu::AttentionShape&, void*, size_t,
                                          const int32_t*, cudaStream_t);
 template Status attention_forward<bf16>(bf16*, float*, const bf16*, const cpu::AttentionShape&, void*, size_t,
                                         const int32_t*, cudaStream_t);
+template Status attention_forward<f16>(f16*, float*, const f16*, const cpu::AttentionShape&, void*, size_t,
+                                       const int32_t*, cudaStream_t);
 template Status attention_backward<float>(float*, const float*, const float*, const float*, const float*,
                                           const cpu::AttentionShape&, void*, size_t, const int32_t*, cudaStream_t);
 template Status attention_backward<bf16>(bf16*, const bf16*, const bf16*, const bf16*, const float*,
                                          const cpu::AttentionShape&, void*, size_t, const int32_t*, cudaStream_t);
+template Status attention_backward<f16>(f16*, const f16*, const f16*, const f16*, const float*,
+                                        const cpu::AttentionShape&, void*, size_t, const int32_t*, cudaStream_t);
 
 }  // namespace castor::kernels::cuda

@@ -2,8 +2,9 @@
 // tiles with an online softmax, so no (T x T) matrix is ever stored. Same layouts, mask
 // and results as kernels/cpu/attention.h (its reference): qkv (B, T, (H + 2*KVH) * D),
 // out (B, T, H*D), lse (B, H, T) fp32, scale 1/sqrt(D), query t attends keys
-// [clamp(key_begin[b*T + t], 0, t), t]. Head dims up to 128 (kNotSupported above); bf16
-// with D a multiple of 16 runs on tensor cores (WMMA), everything else on a scalar path.
+// [clamp(key_begin[b*T + t], 0, t), t]. Head dims up to 128 (kNotSupported above);
+// bf16 and f16 with D a multiple of 16 run on tensor cores (WMMA), everything else on a
+// scalar path.
 #pragma once
 #include <cuda_runtime.h>
 

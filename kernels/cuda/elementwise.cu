@@ -1,5 +1,5 @@
 // Element-wise kernels (see elementwise.cuh). Flat ops run one grid-stride kernel over
-// packs of 16 bytes per thread (4 floats / 8 bf16) when every pointer is 16-byte aligned,
+// packs of 16 bytes per thread (4 floats / 8 bf16 or f16) when every pointer is 16-byte aligned,
 // else one element per thread. The bias gradient is a column reduction: a block owns 8
 // columns (one 32-byte sector per float row) and 128 row lanes; each lane sums its rows
 // in order, then the lane sums are added by a fixed tree, so it is deterministic.
@@ -155,7 +155,7 @@ Status convert(Tout* out, const Tin* in, int64_t n, cudaStream_t stream) {
   if (n < 0) return Status::kInvalidArgument;
   if (n == 0) return Status::kOk;
   if (!out || !in) return Status::kInvalidArgument;
-  // W fills whole 16-byte words on both sides: 8 for any bf16 side, 4 for float -> float.
+  // W fills whole 16-byte words on both sides: 8 for any bf16 or f16 side, 4 for float -> float.
   constexpr int W = std::max(kVec<Tout>, kVec<Tin>);
   const bool vec = aligned16(out) && aligned16(in);
   return launch_pointwise<W>(ConvertOp<Tout, Tin>{out, in}, n, vec, stream);
@@ -169,10 +169,13 @@ Status convert(Tout* out, const Tin* in, int64_t n, cudaStream_t stream) {
   template Status scale<T>(T*, float, int64_t, cudaStream_t);
 CASTOR_INSTANTIATE(float)
 CASTOR_INSTANTIATE(bf16)
+CASTOR_INSTANTIATE(f16)
 #undef CASTOR_INSTANTIATE
 
 template Status convert<bf16, float>(bf16*, const float*, int64_t, cudaStream_t);
 template Status convert<float, bf16>(float*, const bf16*, int64_t, cudaStream_t);
+template Status convert<f16, float>(f16*, const float*, int64_t, cudaStream_t);
+template Status convert<float, f16>(float*, const f16*, int64_t, cudaStream_t);
 template Status convert<float, float>(float*, const float*, int64_t, cudaStream_t);
 
 }  // namespace castor::kernels::cuda

@@ -2,7 +2,7 @@
 // gradient, scaling (mirrors kernels/cpu/elementwise.h), plus the storage-type conversion
 // the GPU needs to make the bf16 compute copy of the fp32 master weights. Rows are N x C
 // row-major; *_accumulate variants add (+=) into their output, the rest overwrite (=).
-// Activations are T (float or bf16) with fp32 arithmetic; the bias gradient is fp32.
+// Activations are T (float, bf16 or f16) with fp32 arithmetic; the bias gradient is fp32.
 #pragma once
 #include <cuda_runtime.h>
 
@@ -30,8 +30,8 @@ Status bias_grad_accumulate(float* dbias, const T* dy, int64_t N, int64_t C, cud
 template <typename T>
 Status scale(T* x, float s, int64_t n, cudaStream_t stream);
 
-// out[i] = in[i] converted (bf16 rounds to nearest even). Instantiated for float -> bf16,
-// bf16 -> float and float -> float (a copy).
+// out[i] = in[i] converted (bf16 and f16 round to nearest even). Instantiated for float ->
+// bf16, bf16 -> float, float -> f16, f16 -> float and float -> float (a copy).
 template <typename Tout, typename Tin>
 Status convert(Tout* out, const Tin* in, int64_t n, cudaStream_t stream);
 

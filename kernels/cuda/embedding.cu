@@ -187,6 +187,7 @@ Status embedding_backward(float* dwte, float* dwpe, const T* dout, const int32_t
                                         int64_t, int64_t, int32_t*, cudaStream_t);
 CASTOR_INSTANTIATE(float)
 CASTOR_INSTANTIATE(bf16)
+CASTOR_INSTANTIATE(f16)
 #undef CASTOR_INSTANTIATE
 
 }  // namespace castor::kernels::cuda

@@ -2,7 +2,7 @@
 // mirrors kernels/cpu/embedding.h. ids: (N) int32 on the device, N = B*seq rows in (b, t)
 // order, position of row n is n % seq (`T` of the CPU header is `seq` here; kInvalidArgument
 // unless seq > 0 and N % seq == 0). wte: (v_count, C) and wpe: (P, C) or nullptr are T
-// compute weights (float or bf16); seq <= P. Backward accumulates (+=) into the fp32
+// compute weights (float, bf16 or f16); seq <= P. Backward accumulates (+=) into the fp32
 // gradients dwte, dwpe (dwpe may be nullptr), deterministically (fixed order, no atomics).
 //
 // Vocabulary-parallel use: wte holds only rows [v_begin, v_begin + v_count) of the table

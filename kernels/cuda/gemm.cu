@@ -79,6 +79,10 @@ template <>
 constexpr cudaDataType_t data_type<bf16>() {
   return CUDA_R_16BF;
 }
+template <>
+constexpr cudaDataType_t data_type<f16>() {
+  return CUDA_R_16F;
+}
 
 template <typename T, typename Tc>
 MatmulCall make_call(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const T* A, int64_t lda,
@@ -362,15 +366,24 @@ template Status gemm<bf16, bf16>(const GemmContext&, bool, bool, int64_t, int64_
                                  const bf16*, int64_t, float, bf16*, int64_t, cudaStream_t);
 template Status gemm<bf16, float>(const GemmContext&, bool, bool, int64_t, int64_t, int64_t, float, const bf16*,
                                   int64_t, const bf16*, int64_t, float, float*, int64_t, cudaStream_t);
+template Status gemm<f16, f16>(const GemmContext&, bool, bool, int64_t, int64_t, int64_t, float, const f16*, int64_t,
+                               const f16*, int64_t, float, f16*, int64_t, cudaStream_t);
+template Status gemm<f16, float>(const GemmContext&, bool, bool, int64_t, int64_t, int64_t, float, const f16*, int64_t,
+                                 const f16*, int64_t, float, float*, int64_t, cudaStream_t);
 template Status gemm_bias<float>(const GemmContext&, bool, bool, int64_t, int64_t, int64_t, float, const float*,
                                  int64_t, const float*, int64_t, float, float*, int64_t, const float*, cudaStream_t);
 template Status gemm_bias<bf16>(const GemmContext&, bool, bool, int64_t, int64_t, int64_t, float, const bf16*, int64_t,
                                 const bf16*, int64_t, float, bf16*, int64_t, const bf16*, cudaStream_t);
+template Status gemm_bias<f16>(const GemmContext&, bool, bool, int64_t, int64_t, int64_t, float, const f16*, int64_t,
+                               const f16*, int64_t, float, f16*, int64_t, const f16*, cudaStream_t);
 template Status gemm_bias_gelu<float>(const GemmContext&, bool, bool, int64_t, int64_t, int64_t, float, const float*,
                                       int64_t, const float*, int64_t, float, float*, int64_t, const float*, float*,
                                       int64_t, cudaStream_t);
 template Status gemm_bias_gelu<bf16>(const GemmContext&, bool, bool, int64_t, int64_t, int64_t, float, const bf16*,
                                      int64_t, const bf16*, int64_t, float, bf16*, int64_t, const bf16*, bf16*, int64_t,
                                      cudaStream_t);
+template Status gemm_bias_gelu<f16>(const GemmContext&, bool, bool, int64_t, int64_t, int64_t, float, const f16*,
+                                    int64_t, const f16*, int64_t, float, f16*, int64_t, const f16*, f16*, int64_t,
+                                    cudaStream_t);
 
 }  // namespace castor::kernels::cuda

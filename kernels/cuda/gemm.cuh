@@ -1,6 +1,6 @@
 // Row-major GEMM on a CUDA stream through cuBLASLt, mirroring kernels/cpu/gemm.h:
 // C = alpha * op(A) @ op(B) + beta * C, M x N result, K inner, lda/ldb/ldc row strides.
-// A, B are T (float or bf16); C is T or float (<bf16, float>: weight gradients += into the
+// A, B are T (float, bf16 or f16); C is T or float (<bf16, float>: weight gradients += into the
 // fp32 grad arena with beta = 1). Compute is fp32 (CUBLAS_COMPUTE_32F: float matches the
 // CPU reference; TF32 only if GemmContext::allow_tf32). beta = 0 overwrites C (NaN ignored).
 // A GemmContext owns the cuBLASLt handle and caches one plan per call shape; see below.
@@ -38,14 +38,14 @@ Status destroy_gemm_context(GemmContext* ctx);
 
 // Same sizes, checks and Status codes as cpu::gemm, plus kInvalidArgument for a context
 // without a handle, kNotSupported when cuBLASLt has no algorithm for the shape/alignment.
-// Instantiated for <float, float>, <bf16, bf16>, <bf16, float>.
+// Instantiated for <float, float>, <bf16, bf16>, <bf16, float>, <f16, f16>, <f16, float>.
 template <typename T, typename Tc>
 Status gemm(const GemmContext& ctx, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
             const T* A, int64_t lda, const T* B, int64_t ldb, float beta, Tc* C, int64_t ldc, cudaStream_t stream);
 
 // gemm with a bias (N values, one per output column) added in cuBLASLt's epilogue:
 // C = alpha op(A) op(B) + beta C + bias. bias null: kInvalidArgument; K == 0: kNotSupported.
-// Instantiated for T = float and bf16 (C is T: a forward activation).
+// Instantiated for T = float, bf16 and f16 (C is T: a forward activation).
 template <typename T>
 Status gemm_bias(const GemmContext& ctx, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
                  const T* A, int64_t lda, const T* B, int64_t ldb, float beta, T* C, int64_t ldc, const T* bias,

@@ -1,7 +1,7 @@
 // Grouped expert GEMMs (see grouped_gemm.cuh): a host loop over experts, one cublasGemmEx
 // each. Row-major operands are cuBLAS's column-major transposes, so each product is issued
 // for the transposed result (Y^T = W X^T, dX^T = W^T dY^T, dW^T += X^T dY) with swapped
-// operands. Inputs T (fp32 or bf16), compute fp32, dW fp32 with beta = 1 (accumulate).
+// operands. Inputs T (fp32, bf16 or fp16), compute fp32, dW fp32 with beta = 1 (accumulate).
 #include <cublas_v2.h>
 
 #include <climits>
@@ -14,7 +14,12 @@ namespace {
 
 template <typename T>
 constexpr cudaDataType_t data_type() {
-  return std::is_same_v<T, float> ? CUDA_R_32F : CUDA_R_16BF;
+  if constexpr (std::is_same_v<T, float>)
+    return CUDA_R_32F;
+  else if constexpr (std::is_same_v<T, f16>)
+    return CUDA_R_16F;
+  else
+    return CUDA_R_16BF;
 }
 
 // Shared checks: offsets (host, E + 1) non-negative and non-decreasing; sizes within cuBLAS's
@@ -121,6 +126,7 @@ Status grouped_gemm_dw(const GroupedGemmContext& ctx, float* dW, const T* dY, co
                                      int64_t, int64_t, cudaStream_t);
 CASTOR_GROUPED_GEMM_INSTANTIATE(float)
 CASTOR_GROUPED_GEMM_INSTANTIATE(bf16)
+CASTOR_GROUPED_GEMM_INSTANTIATE(f16)
 #undef CASTOR_GROUPED_GEMM_INSTANTIATE
 
 }  // namespace castor::kernels::cuda

@@ -19,7 +19,7 @@ bool valid_shape(const cpu::KvAttentionShape& s) {
          s.H * s.D <= INT_MAX;
 }
 
-// Sum of the products of 16 bytes of a and x (4 floats or 8 bf16).
+// Sum of the products of 16 bytes of a and x (4 floats, 8 bf16 or 8 f16).
 __device__ __forceinline__ float dot16(uint4 a, uint4 x, float acc, float /*tag*/) {
   const float4 fa = *reinterpret_cast<const float4*>(&a), fx = *reinterpret_cast<const float4*>(&x);
   acc = fmaf(fa.x, fx.x, acc);
@@ -33,6 +33,17 @@ __device__ __forceinline__ float dot16(uint4 a, uint4 x, float acc, bf16 /*tag*/
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
     const float2 fa = __bfloat1622float2(pa[i]), fx = __bfloat1622float2(px[i]);
+    acc = fmaf(fa.x, fx.x, acc);
+    acc = fmaf(fa.y, fx.y, acc);
+  }
+  return acc;
+}
+__device__ __forceinline__ float dot16(uint4 a, uint4 x, float acc, f16 /*tag*/) {
+  const __half2* pa = reinterpret_cast<const __half2*>(&a);
+  const __half2* px = reinterpret_cast<const __half2*>(&x);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const float2 fa = __half22float2(pa[i]), fx = __half22float2(px[i]);
     acc = fmaf(fa.x, fx.x, acc);
     acc = fmaf(fa.y, fx.y, acc);
   }
@@ -118,7 +129,10 @@ template Status attention_decode<float>(float*, int64_t, const float*, int64_t, 
                                         const cpu::KvAttentionShape&, void*, size_t, const int32_t*, cudaStream_t);
 template Status attention_decode<bf16>(bf16*, int64_t, const bf16*, int64_t, const bf16*, const bf16*, int64_t,
                                        const cpu::KvAttentionShape&, void*, size_t, const int32_t*, cudaStream_t);
+template Status attention_decode<f16>(f16*, int64_t, const f16*, int64_t, const f16*, const f16*, int64_t,
+                                      const cpu::KvAttentionShape&, void*, size_t, const int32_t*, cudaStream_t);
 template Status matvec<float>(float*, const float*, int64_t, int64_t, int64_t, const float*, cudaStream_t);
 template Status matvec<bf16>(float*, const bf16*, int64_t, int64_t, int64_t, const bf16*, cudaStream_t);
+template Status matvec<f16>(float*, const f16*, int64_t, int64_t, int64_t, const f16*, cudaStream_t);
 
 }  // namespace castor::kernels::cuda

@@ -44,6 +44,11 @@ __device__ __forceinline__ void store4(bf16* p, float a, float b, float c, float
   q[0] = __floats2bfloat162_rn(a, b);
   q[1] = __floats2bfloat162_rn(c, d);
 }
+__device__ __forceinline__ void store4(f16* p, float a, float b, float c, float d) {
+  __half2* q = reinterpret_cast<__half2*>(p);
+  q[0] = __floats2half2_rn(a, b);
+  q[1] = __floats2half2_rn(c, d);
+}
 
 // Online softmax normaliser: m is the running max, s the sum of exp(v - m) so far.
 __device__ __forceinline__ void online_add(float v, float& m, float& s) {
@@ -222,5 +227,8 @@ template Status lm_head_xent<float>(const GemmContext&, XentDeviceResult*, const
 template Status lm_head_xent<bf16>(const GemmContext&, XentDeviceResult*, const bf16*, const bf16*, const int32_t*,
                                    int64_t, int64_t, int64_t, float, bf16*, float*, void*, int64_t, const float*,
                                    double*, cudaStream_t);
+template Status lm_head_xent<f16>(const GemmContext&, XentDeviceResult*, const f16*, const f16*, const int32_t*,
+                                  int64_t, int64_t, int64_t, float, f16*, float*, void*, int64_t, const float*, double*,
+                                  cudaStream_t);
 
 }  // namespace castor::kernels::cuda

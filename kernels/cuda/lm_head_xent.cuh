@@ -2,7 +2,7 @@
 // kernels/cpu/lm_head_xent.h: logits = x W^T a chunk of rows at a time (fp32, in scratch),
 // per-row loss, then dlogits = grad_scale * row_scale[row] * (softmax - onehot) in place,
 // dx (=) = dlogits W and dw (+=, fp32 grad arena) = dlogits^T x. No (N x V) matrix exists.
-// x, w, dx are T (float or bf16); the result stays on the device (no synchronisation).
+// x, w, dx are T (float, bf16 or f16); the result stays on the device (no synchronisation).
 #pragma once
 #include <cuda_runtime.h>
 
@@ -22,7 +22,8 @@ struct XentDeviceResult {
 };
 
 // Scratch bytes for a chunk of rows with storage type of dtype_size bytes (4: float, 2:
-// bf16): fp32 logits, a T copy of dlogits for bf16, one double per row. 0 if invalid.
+// bf16 or f16): fp32 logits, a T copy of dlogits for 16-bit T, one double per row. 0 if
+// invalid.
 size_t lm_head_xent_scratch_bytes(int64_t chunk_rows, int64_t V, size_t dtype_size);
 
 // As cpu::lm_head_xent with device pointers: x (N, C), w (V, C), targets (N, -1 = ignore),

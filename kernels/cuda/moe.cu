@@ -720,6 +720,7 @@ Status moe_combine_backward(T* dy_perm, float* dgate, const T* dy, const T* y_pe
                                           int64_t, int64_t, cudaStream_t);
 CASTOR_MOE_INSTANTIATE(float)
 CASTOR_MOE_INSTANTIATE(bf16)
+CASTOR_MOE_INSTANTIATE(f16)
 #undef CASTOR_MOE_INSTANTIATE
 
 }  // namespace castor::kernels::cuda

@@ -2,7 +2,7 @@
 // top-k router and its backward, balance and z router losses, assignment counts, the dispatch
 // plan (bit-identical to the CPU's counting sort, capacity dropping and `before` included) and
 // the permute / combine row gathers. Router tensors (logits, probs, gate) are fp32; token rows
-// are T (float or bf16). All pointers are device pointers unless a comment says otherwise.
+// are T (float, bf16 or f16). All pointers are device pointers unless a comment says otherwise.
 #pragma once
 #include <cuda_runtime.h>
 

@@ -231,6 +231,7 @@ Status rmsnorm_backward(T* dx, float* dw, const T* dy, const T* x, const T* w, c
                                       cudaStream_t);
 CASTOR_INSTANTIATE(float)
 CASTOR_INSTANTIATE(bf16)
+CASTOR_INSTANTIATE(f16)
 #undef CASTOR_INSTANTIATE
 
 }  // namespace castor::kernels::cuda

@@ -1,5 +1,5 @@
 // LayerNorm and RMSNorm over the last dimension of (N, C) rows on a CUDA stream; mirrors
-// kernels/cpu/norm.h. x, y, dy, dx and the weights w, b are T (float or bf16); the row
+// kernels/cpu/norm.h. x, y, dy, dx and the weights w, b are T (float, bf16 or f16); the row
 // statistics mean, rstd (N) and the parameter gradients dw, db (C) are fp32. Forward
 // caches mean/rstd for backward. Backward overwrites (=) dx and accumulates (+=) into dw,
 // db deterministically (fixed summation order, no atomics, no scratch). LayerNorm without

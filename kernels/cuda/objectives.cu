@@ -550,6 +550,7 @@ Status kl_distill(const T* student, const T* teacher, const int32_t* mask, int64
                                 T*, void*, size_t, cudaStream_t);
 CASTOR_INSTANTIATE(float)
 CASTOR_INSTANTIATE(bf16)
+CASTOR_INSTANTIATE(f16)
 #undef CASTOR_INSTANTIATE
 
 }  // namespace castor::kernels::cuda

@@ -2,7 +2,7 @@
 // InfoNCE, per-row squared error and temperature-scaled KL distillation. Same math, argument
 // order and Status codes as kernels/cpu/objectives.h (the reference), with device pointers.
 // Losses are double: per-row values go to scratch, then one block sums them in a fixed order,
-// so every result is deterministic. Rows are T (float or bf16); arithmetic is fp32/fp64.
+// so every result is deterministic. Rows are T (float, bf16 or f16); arithmetic is fp32/fp64.
 #pragma once
 #include <cuda_runtime.h>
 

@@ -1,7 +1,7 @@
 // Rotary position embedding (see rope.cuh). The table kernel computes each (t, i) angle in
 // double exactly as kernels/cpu/rope.cpp does and rounds cos/sin once, so both tables
 // agree to the last bit but for rare ties. rope_apply gives each thread W consecutive pair
-// indices i of one head (W = 4 floats / 8 bf16 with 16-byte accesses when the layout is
+// indices i of one head (W = 4 floats / 8 bf16 or f16 with 16-byte accesses when the layout is
 // aligned, else 1): it loads x[i..], x[i + D/2 ..] and 2W table floats, rotates in fp32.
 #include "kernels/cuda/rope.cuh"
 
@@ -94,5 +94,6 @@ Status rope_apply(T* x, const float* table, int64_t B, int64_t seq, int64_t n_he
 template Status rope_apply<float>(float*, const float*, int64_t, int64_t, int64_t, int64_t, int64_t, bool,
                                   cudaStream_t);
 template Status rope_apply<bf16>(bf16*, const float*, int64_t, int64_t, int64_t, int64_t, int64_t, bool, cudaStream_t);
+template Status rope_apply<f16>(f16*, const float*, int64_t, int64_t, int64_t, int64_t, int64_t, bool, cudaStream_t);
 
 }  // namespace castor::kernels::cuda

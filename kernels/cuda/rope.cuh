@@ -2,7 +2,7 @@
 // convention; mirrors kernels/cpu/rope.h: within a head of size D, element i < D/2 pairs
 // with i + D/2, rotated by angle t * theta^(-2i/D) at position t. The table is fp32 and
 // built on the device in double (same formula as the CPU kernel, rounded once); the heads
-// are T (float or bf16), rotated in place in fp32.
+// are T (float, bf16 or f16), rotated in place in fp32.
 #pragma once
 #include <cuda_runtime.h>
 

@@ -1,5 +1,5 @@
 // CUDA GELU and SwiGLU, forward and backward, against kernels/cpu/activation on the same
-// rounded inputs, for float and bf16: awkward sizes, misaligned pointers (the element
+// rounded inputs, for float, bf16 and f16: awkward sizes, misaligned pointers (the element
 // path), inputs wide enough to reach the clamped exp (|x| up to 60), bad arguments.
 #include "kernels/cpu/activation.h"
 
@@ -32,7 +32,7 @@ double grad_error(const std::vector<float>& got, const std::vector<float>& want,
 
 template <typename T>
 class CudaActivation : public ::testing::Test {};
-using StorageTypes = ::testing::Types<float, bf16>;
+using StorageTypes = ::testing::Types<float, bf16, f16>;
 TYPED_TEST_SUITE(CudaActivation, StorageTypes);
 
 const size_t kOffsets[] = {0, 1};  // 1: every pointer misaligned
@@ -56,7 +56,7 @@ TYPED_TEST(CudaActivation, GeluMatchesCpu) {
         std::vector<float> y(len), dx(len);
         ASSERT_EQ(cpu::gelu_forward(y.data() + off, x.data() + off, n), Status::kOk);
         ASSERT_EQ(cpu::gelu_backward(dx.data() + off, dy.data() + off, x.data() + off, n), Status::kOk);
-        EXPECT_LT(rel_error(slice(d_y.download(), off, size_t(n)), slice(y, off, size_t(n))), tolerance<T>());
+        EXPECT_LT(stored_rel_error<T>(slice(d_y.download(), off, size_t(n)), slice(y, off, size_t(n))), tolerance<T>());
         EXPECT_LT(
             grad_error(slice(d_dx.download(), off, size_t(n)), slice(dx, off, size_t(n)), slice(dy, off, size_t(n))),
             tolerance<T>());
@@ -87,9 +87,11 @@ TYPED_TEST(CudaActivation, SwigluMatchesCpu) {
       std::vector<float> out(out_len), din(in_len);
       ASSERT_EQ(cpu::swiglu_forward(out.data() + off, in.data() + off, N, F), Status::kOk);
       ASSERT_EQ(cpu::swiglu_backward(din.data() + off, dout.data() + off, in.data() + off, N, F), Status::kOk);
-      EXPECT_LT(rel_error(slice(d_out.download(), off, size_t(N * F)), slice(out, off, size_t(N * F))), tolerance<T>());
-      EXPECT_LT(rel_error(slice(d_din.download(), off, size_t(N * 2 * F)), slice(din, off, size_t(N * 2 * F))),
+      EXPECT_LT(stored_rel_error<T>(slice(d_out.download(), off, size_t(N * F)), slice(out, off, size_t(N * F))),
                 tolerance<T>());
+      EXPECT_LT(
+          stored_rel_error<T>(slice(d_din.download(), off, size_t(N * 2 * F)), slice(din, off, size_t(N * 2 * F))),
+          tolerance<T>());
     }
   }
   expect_device_clean();

@@ -1,11 +1,12 @@
 // Helpers for the CUDA kernel tests (tests/cuda): device arrays with upload/download and
-// NaN poisoning, fresh random inputs (seed printed on failure), bf16 rounding so the CPU
+// NaN poisoning, fresh random inputs (seed printed on failure), bf16/f16 rounding so the CPU
 // reference sees the GPU's inputs, and the relative L2 error with per-dtype tolerances.
 // The main (support/cuda_test_main.cpp) skips the whole binary when no device exists.
 #pragma once
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -18,6 +19,7 @@
 namespace castor::cuda_test {
 
 using kernels::cuda::bf16;
+using kernels::cuda::f16;
 
 #define CUDA_OK(expr)                                                                      \
   do {                                                                                     \
@@ -25,14 +27,16 @@ using kernels::cuda::bf16;
     ASSERT_EQ(e_, cudaSuccess) << #expr << ": " << cudaGetErrorString(e_);                 \
   } while (0)
 
-// Host float -> storage type T (round to nearest even for bf16) and back.
+// Host float -> storage type T (round to nearest even for bf16 and f16) and back.
 template <typename T>
 T to_storage(float x) {
   if constexpr (std::is_same_v<T, float>) return x;
+  else if constexpr (std::is_same_v<T, f16>) return __float2half_rn(x);
   else return __float2bfloat16_rn(x);
 }
 inline float to_host_float(float x) { return x; }
 inline float to_host_float(bf16 x) { return __bfloat162float(x); }
+inline float to_host_float(f16 x) { return __half2float(x); }
 
 // Each value rounded through T, so a CPU reference computes on exactly the GPU's inputs.
 template <typename T>
@@ -86,19 +90,19 @@ class DeviceArray {
   void upload(const std::vector<H>& host) {
     std::vector<T> tmp(host.size());
     for (size_t i = 0; i < host.size(); ++i) {
-      if constexpr (std::is_same_v<T, bf16>) tmp[i] = to_storage<bf16>(float(host[i]));
+      if constexpr (std::is_same_v<T, bf16> || std::is_same_v<T, f16>) tmp[i] = to_storage<T>(float(host[i]));
       else tmp[i] = T(host[i]);
     }
     EXPECT_EQ(cudaMemcpy(p_, tmp.data(), tmp.size() * sizeof(T), cudaMemcpyHostToDevice), cudaSuccess);
   }
-  // All bytes 0xFF: NaN for float and bf16, -1 for integers; an unwritten output shows.
+  // All bytes 0xFF: NaN for float, bf16 and f16, -1 for integers; an unwritten output shows.
   void poison() { EXPECT_EQ(cudaMemset(p_, 0xFF, n_ * sizeof(T)), cudaSuccess); }
-  // Contents as host floats (T float/bf16) or as they are (integers); synchronises first.
+  // Contents as host floats (T float/bf16/f16) or as they are (integers); synchronises first.
   auto download() const {
     EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
     std::vector<T> tmp(n_);
     EXPECT_EQ(cudaMemcpy(tmp.data(), p_, n_ * sizeof(T), cudaMemcpyDeviceToHost), cudaSuccess);
-    if constexpr (std::is_same_v<T, float> || std::is_same_v<T, bf16>) {
+    if constexpr (std::is_same_v<T, float> || std::is_same_v<T, bf16> || std::is_same_v<T, f16>) {
       std::vector<float> out(n_);
       for (size_t i = 0; i < n_; ++i) out[i] = to_host_float(tmp[i]);
       return out;
@@ -112,8 +116,10 @@ class DeviceArray {
   size_t n_ = 0;
 };
 
-// ||got - want|| / ||want|| in double; infinite if any value of `got` is not finite.
-inline double rel_error(const std::vector<float>& got, const std::vector<float>& want) {
+// ||got - want|| / ||want|| in double; infinite if any value of `got` is not finite. With
+// floor > 0 the denominator is at least floor * sqrt(n): values whose error is absolute
+// rather than relative (a log near 0, f16 subnormals) are judged on that scale.
+inline double rel_error(const std::vector<float>& got, const std::vector<float>& want, double floor = 0.0) {
   EXPECT_EQ(got.size(), want.size());
   double num = 0.0, den = 0.0;
   for (size_t i = 0; i < got.size() && i < want.size(); ++i) {
@@ -122,15 +128,27 @@ inline double rel_error(const std::vector<float>& got, const std::vector<float>&
     num += d * d;
     den += double(want[i]) * double(want[i]);
   }
+  den = std::max(den, floor * floor * double(want.size()));
   return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
+}
+
+// rel_error of an output stored as T. Below 2^-14 f16 is subnormal and keeps an absolute
+// precision of 2^-25 (2^-11 of 2^-14) instead of a relative one, so for f16 the reference's
+// norm counts as at least 2^-14 per element: exact values that small (a lone product near 0,
+// gelu(x) for x < -4, RMSNorm's dx at C = 1) are judged on that absolute scale.
+template <typename T>
+double stored_rel_error(const std::vector<float>& got, const std::vector<float>& want) {
+  return rel_error(got, want, std::is_same_v<T, f16> ? std::ldexp(1.0, -14) : 0.0);
 }
 
 // Relative L2 tolerance of an output stored as T against the fp32 CPU kernel on the same
 // (rounded) inputs: fp32 differs by summation order only; bf16 by the output's rounding
-// (2^-9 relative) and bf16 intermediates.
+// (2^-9 relative) and bf16 intermediates; f16 likewise, 4x finer (2^-11 relative).
 template <typename T>
 constexpr double tolerance() {
-  return std::is_same_v<T, float> ? 1e-5 : 1e-2;
+  if constexpr (std::is_same_v<T, float>) return 1e-5;
+  else if constexpr (std::is_same_v<T, f16>) return 2e-3;
+  else return 1e-2;
 }
 
 // Fails unless cudaDeviceSynchronize and the last error are clean.

@@ -1,7 +1,7 @@
 // CUDA element-wise kernels against kernels/cpu/elementwise on the same rounded inputs, for
-// float and bf16: add, add_accumulate, bias_add_rows, bias_grad_accumulate (fp32 += onto
+// float, bf16 and f16: add, add_accumulate, bias_add_rows, bias_grad_accumulate (fp32 += onto
 // random values, determinism), scale, on awkward sizes and on misaligned pointers (the
-// element-by-element path); convert between float and bf16; bad arguments.
+// element-by-element path); convert between float and bf16 or f16; bad arguments.
 #include "kernels/cpu/elementwise.h"
 
 #include "kernels/cuda/elementwise.cuh"
@@ -23,7 +23,7 @@ std::vector<float> slice(const std::vector<float>& v, size_t off, size_t n) {
 
 template <typename T>
 class CudaElementwise : public ::testing::Test {};
-using StorageTypes = ::testing::Types<float, bf16>;
+using StorageTypes = ::testing::Types<float, bf16, f16>;
 TYPED_TEST_SUITE(CudaElementwise, StorageTypes);
 
 // Sizes not multiples of a pack or block; offset 1 makes every pointer misaligned.
@@ -62,7 +62,7 @@ TYPED_TEST(CudaElementwise, ScaleMatchesCpu) {
       DeviceArray<T> dx(x);
       ASSERT_EQ(gpu::scale(dx.get() + off, -0.37f, n, nullptr), Status::kOk);
       ASSERT_EQ(cpu::scale(x.data() + off, -0.37f, n), Status::kOk);
-      EXPECT_LT(rel_error(dx.download(), x), tolerance<T>());
+      EXPECT_LT(stored_rel_error<T>(dx.download(), x), tolerance<T>());
     }
   }
   expect_device_clean();
@@ -118,15 +118,24 @@ TEST(CudaConvert, RoundsAndWidensExactly) {
       const auto x = random_floats(len, seed, -100.0f, 100.0f);
       DeviceArray<float> dx(x), dcopy(len), dwide(len);
       DeviceArray<bf16> dnarrow(len);
+      DeviceArray<f16> dhalf(len);
+      DeviceArray<float> dwide_half(len);
       dcopy.poison();
       dwide.poison();
       dnarrow.poison();
+      dhalf.poison();
+      dwide_half.poison();
       ASSERT_EQ(gpu::convert(dnarrow.get() + off, dx.get() + off, n, nullptr), Status::kOk);
       ASSERT_EQ(gpu::convert(dwide.get() + off, dnarrow.get() + off, n, nullptr), Status::kOk);
+      ASSERT_EQ(gpu::convert(dhalf.get() + off, dx.get() + off, n, nullptr), Status::kOk);
+      ASSERT_EQ(gpu::convert(dwide_half.get() + off, dhalf.get() + off, n, nullptr), Status::kOk);
       ASSERT_EQ(gpu::convert(dcopy.get() + off, dx.get() + off, n, nullptr), Status::kOk);
       const auto want_narrow = slice(rounded<bf16>(x), off, size_t(n));
       EXPECT_EQ(slice(dnarrow.download(), off, size_t(n)), want_narrow);  // round to nearest even
       EXPECT_EQ(slice(dwide.download(), off, size_t(n)), want_narrow);    // widening is exact
+      const auto want_half = slice(rounded<f16>(x), off, size_t(n));
+      EXPECT_EQ(slice(dhalf.download(), off, size_t(n)), want_half);
+      EXPECT_EQ(slice(dwide_half.download(), off, size_t(n)), want_half);
       EXPECT_EQ(slice(dcopy.download(), off, size_t(n)), slice(x, off, size_t(n)));
     }
   }

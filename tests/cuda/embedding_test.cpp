@@ -1,5 +1,5 @@
 // CUDA token (+ position) embedding against kernels/cpu/embedding on the same rounded
-// inputs, for float and bf16: forward with and without wpe and on vocabulary slices
+// inputs, for float, bf16 and f16: forward with and without wpe and on vocabulary slices
 // (including an empty one); backward += onto random dwte/dwpe with repeated and skewed ids,
 // several id tiles, column blocks and vocabulary buckets, bitwise the same on a second run;
 // bad ids raise the device flag, read nothing out of bounds, give zero rows / no gradient.
@@ -22,7 +22,7 @@ constexpr double kFp32Tolerance = 1e-5;
 
 template <typename T>
 class CudaEmbedding : public ::testing::Test {};
-using StorageTypes = ::testing::Types<float, bf16>;
+using StorageTypes = ::testing::Types<float, bf16, f16>;
 TYPED_TEST_SUITE(CudaEmbedding, StorageTypes);
 
 struct Case {

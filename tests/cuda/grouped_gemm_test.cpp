@@ -1,6 +1,6 @@
 // CUDA grouped expert GEMMs against one kernels/cpu gemm per expert on the same (rounded)
 // inputs: Y = X W^T, dX = dY W (overwritten rows only: rows outside the experts keep their
-// values), dW += dY^T X into fp32, for float and bf16, with empty experts, a non-zero first
+// values), dW += dY^T X into fp32, for float, bf16 and f16, with empty experts, a non-zero first
 // offset and awkward sizes; and argument checks.
 #include "kernels/cuda/grouped_gemm.cuh"
 
@@ -38,7 +38,7 @@ struct Shape {
 
 template <typename T>
 class CudaGroupedGemm : public ::testing::Test {};
-using StorageTypes = ::testing::Types<float, bf16>;
+using StorageTypes = ::testing::Types<float, bf16, f16>;
 TYPED_TEST_SUITE(CudaGroupedGemm, StorageTypes);
 
 TYPED_TEST(CudaGroupedGemm, MatchesCpuPerExpert) {

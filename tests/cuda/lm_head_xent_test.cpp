@@ -3,7 +3,7 @@
 // ignored targets, row_scale, chunks smaller than N (not dividing it), vocabularies that are
 // and are not multiples of 4, forward only, all rows ignored, N = 0, out-of-range targets
 // (NaN loss), and argument checks. Tolerances: loss 1e-5 relative (fp32 logits from the same
-// inputs); dx/dw tolerance<T>() (bf16: dlogits are rounded to bf16 before the GEMMs).
+// inputs); dx/dw tolerance<T>() (bf16, f16: dlogits are rounded to T before the GEMMs).
 #include "kernels/cuda/lm_head_xent.cuh"
 
 #include <cmath>
@@ -128,7 +128,7 @@ void check_case(const kc::GemmContext& ctx, const Case& k, uint64_t seed) {
 
 template <typename T>
 class CudaLmHeadXent : public ::testing::Test {};
-using XentTypes = ::testing::Types<float, bf16>;
+using XentTypes = ::testing::Types<float, bf16, f16>;
 TYPED_TEST_SUITE(CudaLmHeadXent, XentTypes);
 
 TYPED_TEST(CudaLmHeadXent, MatchesCpu) {

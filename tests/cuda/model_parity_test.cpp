@@ -1,7 +1,7 @@
 // The whole model on the cuda backend against the cpu backend: the same weights (one seed)
 // and batch give the same loss and every parameter gradient, then a few AdamW steps give
 // the same loss curve. GPT-2 (LayerNorm, GELU, learned positions, tied head) and Llama
-// (RMSNorm, SwiGLU, RoPE, grouped-query heads), with f32 and with bf16 activations, and a
+// (RMSNorm, SwiGLU, RoPE, grouped-query heads), with f32, bf16 and f16 activations, and a
 // Llama with MoE layers (dropless top-2, the MoE kernels and one GEMM per expert).
 #include <cmath>
 #include <string>
@@ -70,7 +70,7 @@ class CudaModelParity : public ::testing::TestWithParam<Case> {};
 
 TEST_P(CudaModelParity, LossGradientsAndStepsMatchCpu) {
   const Case c = GetParam();
-  const bool bf16 = c.activations == DType::bf16;
+  const bool bf16 = c.activations != DType::f32;  // bf16 or f16: the 16-bit tolerances
   const uint64_t seed = fresh_seed();
   SCOPED_TRACE("seed " + std::to_string(seed));
   const ModelConfig cfg = parity_config(c.family, c.moe);
@@ -117,7 +117,7 @@ TEST_P(CudaModelParity, LossGradientsAndStepsMatchCpu) {
 INSTANTIATE_TEST_SUITE_P(Families, CudaModelParity,
                          ::testing::Values(Case{Family::kGpt2, DType::f32}, Case{Family::kLlama, DType::f32},
                                            Case{Family::kGpt2, DType::bf16}, Case{Family::kLlama, DType::bf16},
-                                           Case{Family::kLlama, DType::f32, true}),
+                                           Case{Family::kLlama, DType::f16}, Case{Family::kLlama, DType::f32, true}),
                          [](const auto& info) {
                            return std::string(info.param.family == Family::kGpt2 ? "gpt2" : "llama") + "_" +
                                   std::string(dtype_name(info.param.activations)) + (info.param.moe ? "_moe" : "");

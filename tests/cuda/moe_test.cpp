@@ -2,7 +2,7 @@
 // expert ids, ties included) and its backward, balance / z losses (split batch too), counts,
 // the dispatch plan (every integer output bit-equal: dropless, capacity, zero capacity,
 // `before`, k = 1 and 2, E = 8 and 64, empty experts, multi-chunk sizes), the permute /
-// combine gathers for float and bf16 rows, and argument checks.
+// combine gathers for float, bf16 and f16 rows, and argument checks.
 #include "kernels/cuda/moe.cuh"
 
 #include <algorithm>
@@ -360,7 +360,7 @@ TEST(CudaMoePlan, SplitBatchBlocksMatchCpu) {
 
 template <typename T>
 class CudaMoeGather : public ::testing::Test {};
-using StorageTypes = ::testing::Types<float, bf16>;
+using StorageTypes = ::testing::Types<float, bf16, f16>;
 TYPED_TEST_SUITE(CudaMoeGather, StorageTypes);
 
 TYPED_TEST(CudaMoeGather, PermuteAndCombineMatchCpu) {
@@ -401,7 +401,7 @@ TYPED_TEST(CudaMoeGather, PermuteAndCombineMatchCpu) {
         DeviceArray<T> d_dx(size_t(N * C));
         d_dx.poison();
         ASSERT_EQ(gpu::moe_permute_backward<T>(d_dx.get(), d_xp.get(), d_slot.get(), N, k, C, nullptr), Status::kOk);
-        EXPECT_LT(rel_error(d_dx.download(), want_dx), tolerance<T>());
+        EXPECT_LT(stored_rel_error<T>(d_dx.download(), want_dx), tolerance<T>());
 
         VF want_y(size_t(N * C));
         ASSERT_EQ(cpu::moe_combine(want_y.data(), xp.data(), gate.data(), slot.data(), N, k, C), Status::kOk);
@@ -409,7 +409,7 @@ TYPED_TEST(CudaMoeGather, PermuteAndCombineMatchCpu) {
         d_y.poison();
         ASSERT_EQ(gpu::moe_combine<T>(d_y.get(), d_xp.get(), d_gate.get(), d_slot.get(), N, k, C, nullptr),
                   Status::kOk);
-        EXPECT_LT(rel_error(d_y.download(), want_y), tolerance<T>());
+        EXPECT_LT(stored_rel_error<T>(d_y.download(), want_y), tolerance<T>());
 
         VF want_dyp(size_t(M * C)), want_dgate(static_cast<size_t>(A));
         ASSERT_EQ(cpu::moe_combine_backward(want_dyp.data(), want_dgate.data(), dy.data(), xp.data(), gate.data(),
@@ -422,7 +422,7 @@ TYPED_TEST(CudaMoeGather, PermuteAndCombineMatchCpu) {
                                                d_slot.get(), N, k, C, nullptr),
                   Status::kOk);
         if (M > 0) {
-          EXPECT_LT(rel_error(d_dyp.download(), want_dyp), tolerance<T>());
+          EXPECT_LT(stored_rel_error<T>(d_dyp.download(), want_dyp), tolerance<T>());
         }
         // fp32 dot products of the same (rounded) inputs: order only. Per assignment, against the
         // sum of |terms| (the scale of a summation-order error): with N = 1 the vector is one or

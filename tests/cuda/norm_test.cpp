@@ -1,5 +1,5 @@
 // CUDA LayerNorm (with and without bias) and RMSNorm, forward and backward, against
-// kernels/cpu/norm on the same rounded inputs, for float and bf16: y, mean, rstd; dx; dw and
+// kernels/cpu/norm on the same rounded inputs, for float, bf16 and f16: y, mean, rstd; dx; dw and
 // db accumulated (+=) onto random values and bitwise the same on a second run. Shapes cover
 // one row, one column, C not a multiple of a pack, large C; offset 1 misaligns every
 // pointer (the element path). Backward takes the CPU's mean/rstd on both sides.
@@ -26,7 +26,7 @@ std::vector<float> slice(const std::vector<float>& v, size_t off, size_t n) {
 
 template <typename T>
 class CudaNorm : public ::testing::Test {};
-using StorageTypes = ::testing::Types<float, bf16>;
+using StorageTypes = ::testing::Types<float, bf16, f16>;
 TYPED_TEST_SUITE(CudaNorm, StorageTypes);
 
 const int64_t kShapes[][2] = {{1, 1}, {1, 768}, {9, 1}, {37, 769}, {130, 1024}, {300, 64}, {5, 4104}};
@@ -84,7 +84,7 @@ void check_layernorm(const Case& k, bool bias) {
   ASSERT_EQ(cpu::layernorm_backward(dx.data() + off, dw.data(), bias ? db.data() : nullptr, dy.data() + off,
                                     x.data() + off, w.data() + off, mean.data(), rstd.data(), N, C),
             Status::kOk);
-  EXPECT_LT(rel_error(slice(d_dx.download(), off, NC), slice(dx, off, NC)), tolerance<T>());
+  EXPECT_LT(stored_rel_error<T>(slice(d_dx.download(), off, NC), slice(dx, off, NC)), tolerance<T>());
   const auto got_dw = d_dw.download(), got_db = d_db.download();
   EXPECT_LT(rel_error(got_dw, dw), kFp32Tolerance);
   EXPECT_LT(rel_error(got_db, db), kFp32Tolerance);  // db0 itself when there is no bias
@@ -124,7 +124,7 @@ void check_rmsnorm(const Case& k) {
   ASSERT_EQ(cpu::rmsnorm_backward(dx.data() + off, dw.data(), dy.data() + off, x.data() + off, w.data() + off,
                                   rstd.data(), N, C),
             Status::kOk);
-  EXPECT_LT(rel_error(slice(d_dx.download(), off, NC), slice(dx, off, NC)), tolerance<T>());
+  EXPECT_LT(stored_rel_error<T>(slice(d_dx.download(), off, NC), slice(dx, off, NC)), tolerance<T>());
   const auto got_dw = d_dw.download();
   EXPECT_LT(rel_error(got_dw, dw), kFp32Tolerance);
   EXPECT_EQ(got_dw, d_dw2.download());

@@ -1,5 +1,5 @@
 // CUDA auxiliary objectives against the CPU kernels (kernels/cpu/objectives.h) on fresh
-// random inputs, for T = float and bf16: segment_mean and its accumulating backward (more
+// random inputs, for T = float, bf16 and f16: segment_mean and its accumulating backward (more
 // than 256 overlapping ranges, unvalidated invalid ranges), InfoNCE (argmax ties, a clamped
 // zero row, forward only), mse_rows, kl_distill (masked rows, identical rows give exactly 0),
 // and the argument checks. Losses are compared in double; gradients by relative L2 error.
@@ -43,7 +43,7 @@ void random_ranges(int64_t rows, int64_t n, uint64_t seed, std::vector<int32_t>*
 
 template <typename T>
 class CudaObjectives : public ::testing::Test {};
-using StorageTypes = ::testing::Types<float, bf16>;
+using StorageTypes = ::testing::Types<float, bf16, f16>;
 TYPED_TEST_SUITE(CudaObjectives, StorageTypes);
 
 // ---- segment_mean ----
@@ -193,7 +193,10 @@ TYPED_TEST(CudaObjectives, InfoNceMatchesCpu) {
     EXPECT_LT(rel_diff(d_loss.download()[0], loss), kLossTol) << d_loss.download()[0] << " vs " << loss;
     EXPECT_EQ(d_ab.download()[0], ab);
     EXPECT_EQ(d_ba.download()[0], ba);
-    EXPECT_LT(rel_error(d_da.download(), da), info_nce_grad_tolerance<T>());
+    // A clamped zero row's gradient is g / 1e-12 (~1e10): past f16's range (65504), inf there.
+    if (!(std::is_same_v<T, f16> && s.zero_row)) {
+      EXPECT_LT(rel_error(d_da.download(), da), info_nce_grad_tolerance<T>());
+    }
     EXPECT_LT(rel_error(d_db.download(), db), info_nce_grad_tolerance<T>());
 
     // Forward only, without counts: same loss, gradients untouched.
@@ -308,7 +311,7 @@ TYPED_TEST(CudaObjectives, KlDistillMatchesCpu) {
                 Status::kOk);
       EXPECT_LT(rel_diff(d_loss.download()[0], loss), kLossTol) << d_loss.download()[0] << " vs " << loss;
       EXPECT_EQ(d_count.download()[0], count);
-      EXPECT_LT(rel_error(d_ds.download(), ds), tolerance<T>());
+      EXPECT_LT(stored_rel_error<T>(d_ds.download(), ds), tolerance<T>());  // f16: most of ds at V = 50257 is subnormal
     }
   }
   expect_device_clean();

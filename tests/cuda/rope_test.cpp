@@ -1,5 +1,5 @@
 // CUDA RoPE against kernels/cpu/rope: the table (device double math, equal to the CPU's to
-// about the last bit) and rope_apply in place, forward and inverse, for float and bf16, on
+// about the last bit) and rope_apply in place, forward and inverse, for float, bf16 and f16, on
 // heads inside fused qkv rows (row_stride > n_heads * D, x past the row start), a table
 // longer than seq, D = 2, and layouts that take the element path; bad arguments.
 #include "kernels/cpu/rope.h"
@@ -39,7 +39,7 @@ TEST(CudaRope, TableMatchesCpu) {
 
 template <typename T>
 class CudaRopeApply : public ::testing::Test {};
-using StorageTypes = ::testing::Types<float, bf16>;
+using StorageTypes = ::testing::Types<float, bf16, f16>;
 TYPED_TEST_SUITE(CudaRopeApply, StorageTypes);
 
 struct Layout {
@@ -100,7 +100,7 @@ TYPED_TEST(CudaRopeApply, InverseUndoesForward) {
   DeviceArray<T> d_x(x);
   ASSERT_EQ(gpu::rope_apply(d_x.get(), d_table.get(), B, seq, H, D, stride, false, nullptr), Status::kOk);
   ASSERT_EQ(gpu::rope_apply(d_x.get(), d_table.get(), B, seq, H, D, stride, true, nullptr), Status::kOk);
-  EXPECT_LT(rel_error(d_x.download(), x), 2 * tolerance<T>());  // two roundings for bf16
+  EXPECT_LT(rel_error(d_x.download(), x), 2 * tolerance<T>());  // two roundings for bf16 and f16
   expect_device_clean();
 }
 
