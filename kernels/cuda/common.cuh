@@ -26,7 +26,9 @@ __device__ __forceinline__ bf16 from_float<bf16>(float x) { return __float2bfloa
 template <>
 __device__ __forceinline__ f16 from_float<f16>(float x) { return __float2half_rn(x); }
 
-__device__ __forceinline__ float warp_sum(float v) {
+// Sum over the warp (float, double or int64 sums); every lane gets the result.
+template <typename U>
+__device__ __forceinline__ U warp_sum(U v) {
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
   return v;
 }
@@ -35,14 +37,16 @@ __device__ __forceinline__ float warp_max(float v) {
   return v;
 }
 
-// Sum over the block (blockDim.x a multiple of 32, at most 1024); every thread gets the
-// result. `shared` holds 32 floats; the call ends with a barrier so it may be reused.
-__device__ __forceinline__ float block_sum(float v, float* shared) {
+// Sum over the block in a fixed tree (blockDim.x a multiple of 32, at most 1024); every
+// thread gets the result. `shared` holds 32 values; the call ends with a barrier so it may
+// be reused.
+template <typename U>
+__device__ __forceinline__ U block_sum(U v, U* shared) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
   v = warp_sum(v);
   if (lane == 0) shared[warp] = v;
   __syncthreads();
-  v = lane < warps ? shared[lane] : 0.0f;
+  v = lane < warps ? shared[lane] : U(0);
   v = warp_sum(v);
   __syncthreads();
   return v;

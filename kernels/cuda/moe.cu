@@ -31,11 +31,6 @@ constexpr int kGatherThreads = 256;
 __device__ __forceinline__ int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 __device__ __forceinline__ int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
 
-__device__ __forceinline__ double warp_sum_d(double v) {
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(kFull, v, o);
-  return v;
-}
-
 // Global warp index and warp count of a grid-stride loop over rows.
 __device__ __forceinline__ int64_t global_warp() { return (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) >> 5; }
 __device__ __forceinline__ int64_t warp_count() { return (int64_t(gridDim.x) * blockDim.x) >> 5; }
@@ -168,7 +163,7 @@ __global__ void router_topk_backward_kernel(const float* __restrict__ probs, con
       d[e] = v;
       pd += double(p[e]) * double(v);
     }
-    const float c = float(warp_sum_d(pd));
+    const float c = float(warp_sum(pd));
     for (int e = lane; e < E; e += 32) d[e] = p[e] * (d[e] - c);
   }
 }
@@ -230,7 +225,7 @@ __global__ void balance_loss_kernel(const float* __restrict__ probs, int64_t N, 
       s += double(use[e]) * double(p[e]);
       if (dprobs) dprobs[n * E + e] += gscale * float(use[e]);
     }
-    acc += warp_sum_d(s);
+    acc += warp_sum(s);
   }
   const double block = block_partial(acc, sh);
   if (threadIdx.x == 0) partials[blockIdx.x] = block;
@@ -249,7 +244,7 @@ __global__ void z_loss_kernel(const float* __restrict__ logits, int64_t N, int E
     const double m = double(warp_max(mf));
     double s = 0.0;
     for (int e = lane; e < E; e += 32) s += exp(double(x[e]) - m);
-    s = warp_sum_d(s);
+    s = warp_sum(s);
     const double lse = m + log(s);
     if (dlogits) {
       const double c = gscale * lse / s;

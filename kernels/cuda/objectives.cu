@@ -26,26 +26,6 @@ bool aligned8(const void* p) { return reinterpret_cast<uintptr_t>(p) % 8 == 0; }
 
 // ---- block reductions over double / int64 (common.cuh has float only) ----
 
-template <typename U>
-__device__ __forceinline__ U warp_sum_any(U v) {
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
-
-// Fixed-tree sum over the block (blockDim.x a multiple of 32); every thread gets the result.
-// `shared` holds 32 values; ends with a barrier so it may be reused.
-template <typename U>
-__device__ __forceinline__ U block_sum_any(U v, U* shared) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
-  v = warp_sum_any(v);
-  if (lane == 0) shared[warp] = v;
-  __syncthreads();
-  v = lane < warps ? shared[lane] : U(0);
-  v = warp_sum_any(v);
-  __syncthreads();
-  return v;
-}
-
 // (v, i) replaced by (v2, i2) when that is larger, ties to the lower index; i < 0 = empty.
 __device__ __forceinline__ void take_better(float& v, int64_t& i, float v2, int64_t i2) {
   if (i2 >= 0 && (i < 0 || v2 > v || (v2 == v && i2 < i))) {
@@ -174,7 +154,7 @@ __global__ void __launch_bounds__(kThreads)
       const double v = double(to_float(x[d]));
       ss += v * v;
     }
-    ss = block_sum_any(ss, red);
+    ss = block_sum(ss, red);
     const double nrm = sqrt(ss);
     const bool cl = !(nrm >= kNormEps);
     const double s = 1.0 / (cl ? kNormEps : nrm);
@@ -252,7 +232,7 @@ __global__ void __launch_bounds__(kThreads)
     for (int64_t j = threadIdx.x; j < P; j += blockDim.x) {
       sum += exp(double(S[base + j * stride]) - double(mx));
     }
-    sum = block_sum_any(sum, sd);
+    sum = block_sum(sum, sd);
     if (threadIdx.x == 0) {
       const double l = double(mx) + log(sum);
       lse[line] = l;
@@ -276,9 +256,9 @@ __global__ void __launch_bounds__(kSumThreads)
     ab += hit[i];
     ba += hit[P + i];
   }
-  total = block_sum_any(total, sd);
-  ab = block_sum_any(ab, si);
-  ba = block_sum_any(ba, si);
+  total = block_sum(total, sd);
+  ab = block_sum(ab, si);
+  ba = block_sum(ba, si);
   if (threadIdx.x == 0) {
     *loss = total / double(2 * P);
     if (correct_ab != nullptr) *correct_ab = ab;
@@ -312,7 +292,7 @@ __global__ void __launch_bounds__(kThreads)
     if (clamped[i] == 0.0f) {
       for (int64_t d = threadIdx.x; d < D; d += blockDim.x) dot += double(hi[d]) * double(gi[d]);
     }
-    dot = block_sum_any(dot, red);
+    dot = block_sum(dot, red);
     const double s = double(inv[i]);
     for (int64_t d = threadIdx.x; d < D; d += blockDim.x) {
       out[i * D + d] = from_float<T>(float(s * (double(gi[d]) - double(hi[d]) * dot)));
@@ -335,8 +315,8 @@ __global__ void __launch_bounds__(kSumThreads)
     total += row_loss[r];
     used += mask == nullptr || mask[r] >= 0;
   }
-  total = block_sum_any(total, sd);
-  used = block_sum_any(used, si);
+  total = block_sum(total, sd);
+  used = block_sum(used, si);
   if (threadIdx.x == 0) {
     *loss_sum = total;
     if (count != nullptr) *count = used;
@@ -357,7 +337,7 @@ __global__ void __launch_bounds__(kThreads)
       s += diff * diff;
       if (dpred != nullptr) dpred[off + v] = from_float<T>(k * (p - t));
     }
-    s = block_sum_any(s, red);
+    s = block_sum(s, red);
     if (threadIdx.x == 0) row_loss[r] = s / double(D);
   }
 }
@@ -401,9 +381,9 @@ __global__ void __launch_bounds__(kThreads)
       sum_t += double(et);
       cross += double(et * ((t - s) * inv_t));
     }
-    sum_s = block_sum_any(sum_s, redd);
-    sum_t = block_sum_any(sum_t, redd);
-    cross = block_sum_any(cross, redd);
+    sum_s = block_sum(sum_s, redd);
+    sum_t = block_sum(sum_t, redd);
+    cross = block_sum(cross, redd);
     if (d != nullptr) {
       const float k = float(double(gs) * tt / sum_s);
       const float ratio = float(sum_s / sum_t);

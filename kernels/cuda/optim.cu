@@ -15,23 +15,6 @@ constexpr int kSumThreads = 1024;       // the single block of the final sum
 constexpr int64_t kMaxPartials = 1024;  // blocks of the first sum_squares pass
 constexpr int64_t kPerThreadMin = 4;    // elements per thread before adding blocks
 
-__device__ __forceinline__ double warp_sum_double(double v) {
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
-
-// Fixed-tree sum over the block (blockDim.x a multiple of 32); every thread gets the result.
-__device__ __forceinline__ double block_sum_double(double v, double* shared) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
-  v = warp_sum_double(v);
-  if (lane == 0) shared[warp] = v;
-  __syncthreads();
-  v = lane < warps ? shared[lane] : 0.0;
-  v = warp_sum_double(v);
-  __syncthreads();
-  return v;
-}
-
 __global__ void adamw_kernel(float* __restrict__ w, const float* __restrict__ g, float* __restrict__ m,
                              float* __restrict__ v, int64_t n, float lr, float beta1, float beta2, float eps,
                              float weight_decay, float grad_scale, float inv_bc1, float inv_bc2,
@@ -58,7 +41,7 @@ __global__ void __launch_bounds__(kThreads)
     const double x = double(g[i]);
     s += x * x;
   }
-  s = block_sum_double(s, red);
+  s = block_sum(s, red);
   if (threadIdx.x == 0) partial[blockIdx.x] = s;
 }
 
@@ -68,7 +51,7 @@ __global__ void __launch_bounds__(kSumThreads)
   __shared__ double red[32];
   double s = 0.0;
   for (int64_t i = threadIdx.x; i < count; i += blockDim.x) s += partial[i];
-  s = block_sum_double(s, red);
+  s = block_sum(s, red);
   if (threadIdx.x == 0) *out = s;
 }
 
