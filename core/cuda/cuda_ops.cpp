@@ -250,17 +250,16 @@ void CudaOps::attention_backward(Ref dqkv, Ref dout, Ref qkv, Ref out, const flo
 bool CudaOps::embedding_forward(Ref out, const int32_t* ids, Ref wte, Ref wpe, int64_t N, int64_t T, int64_t C,
                                 int64_t V, int64_t v_begin, int64_t v_count) {
   same_type({out, wte, wpe});
+  // The ids are host memory: checked here, so the kernel needs no flag and nothing waits.
+  for (int64_t i = 0; i < N; ++i)
+    if (ids[i] < 0 || ids[i] >= V) return false;
   const int32_t* d_ids = stage(ids_, ids, N);
-  auto* bad = static_cast<int32_t*>(flag_.get(backend_, sizeof(int32_t)));
-  backend_.discard(bad, sizeof(int32_t));
   with_type(out.t, [&](auto tag) {
     using S = decltype(tag);
     CASTOR_KERNEL_CHECK(kg::embedding_forward<S>(as<S>(out), d_ids, as<S>(wte), as<S>(wpe), N, T, C, V, v_begin,
-                                                 v_count, bad, backend_.compute_stream()));
+                                                 v_count, nullptr, backend_.compute_stream()));
   });
-  int32_t host_bad = 0;
-  to_host(&host_bad, bad, sizeof host_bad);
-  return host_bad == 0;
+  return true;
 }
 
 void CudaOps::embedding_backward(float* dwte, float* dwpe, Ref dout, const int32_t* ids, int64_t N, int64_t T,

@@ -1,8 +1,8 @@
 // CudaOps: Ops over kernels/cuda for the cuda backend, on its compute stream. Activations
-// and compute weights are f32, bf16 or f16 (chosen at construction), accumulation is f32, weight
-// gradients f32. Host-side inputs (ids, targets, masks, row weights) are staged into device
-// buffers; host-side results (losses, the gradient norm, the bad-id flag) are copied back,
-// which synchronises the stream at that point.
+// and compute weights are f32, bf16 or f16 (chosen at construction), accumulation f32,
+// weight gradients f32. Host-side inputs (ids, targets, masks, row weights) are staged into
+// device buffers (ids and targets range-checked on the host first); host-side results
+// (losses, the gradient norm, MoE offsets) are copied back, which synchronises the stream.
 #pragma once
 #include <memory>
 
