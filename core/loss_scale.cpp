@@ -24,6 +24,14 @@ bool LossScaler::unscale(Ops& ops, float* g, int64_t n) const {
   return ops.unscale_and_check(g, n, 1.0f / scale_);
 }
 
+void LossScaler::restore(float scale, int64_t clean_steps) {
+  CASTOR_CHECK(enabled_, "loss scale restored on a run without loss scaling");
+  CASTOR_CHECK(scale >= 1.0f && scale <= kMaxScale && clean_steps >= 0 && clean_steps < growth_interval_,
+               "loss scale ", scale, " with ", clean_steps, " clean steps does not fit this run's settings");
+  scale_ = scale;
+  clean_ = clean_steps;
+}
+
 void LossScaler::update(bool finite) {
   if (!enabled_) return;
   if (!finite) {

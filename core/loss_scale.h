@@ -19,6 +19,9 @@ class LossScaler {
   bool unscale(Ops& ops, float* g, int64_t n) const;
   void update(bool finite);
   int64_t overflows() const { return overflows_; }  // steps skipped so far
+  // Clean steps since the scale last changed; restore() continues a checkpointed run.
+  int64_t clean_steps() const { return clean_; }
+  void restore(float scale, int64_t clean_steps);
 
  private:
   bool enabled_;

@@ -50,6 +50,10 @@ void save_checkpoint(const std::string& path, const ModelConfig& model, const Pa
     }
   }
   if (moments) w.write_int64("optim.step", state.optim_steps);
+  if (state.loss_scale > 0) {
+    w.write_double("optim.loss_scale", state.loss_scale);
+    w.write_int64("optim.loss_scale_clean", state.loss_scale_clean);
+  }
   w.commit();
 }
 
@@ -129,6 +133,10 @@ void load_checkpoint(const std::string& path, const ModelConfig& model, ParamSto
     state->seed = uint64_t(r.read_int64("train.seed"));
     state->cursor.epoch = r.read_int64("loader.epoch");
     state->cursor.index = r.read_int64("loader.index");
+    if (r.has("optim.loss_scale")) {
+      state->loss_scale = r.read_double("optim.loss_scale");
+      state->loss_scale_clean = r.read_int64("optim.loss_scale_clean");
+    }
   }
 }
 

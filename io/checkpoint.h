@@ -19,6 +19,10 @@ struct TrainState {
   int64_t optim_steps = 0;  // AdamW steps taken (bias correction)
   uint64_t seed = 0;
   LoaderCursor cursor;
+  // fp16 dynamic loss scaling (core/loss_scale.h): the scale and the clean steps since it
+  // last changed; loss_scale 0: the run does not scale its loss (nothing stored).
+  double loss_scale = 0.0;
+  int64_t loss_scale_clean = 0;
 };
 
 // The model config as scalars ("model.family", "model.d_model", ...); read_model_config

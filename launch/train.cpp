@@ -358,6 +358,7 @@ int train_command(const std::vector<std::string>& args) {
   const float micro_scale = 1.0f / float(tc.grad_accum * dp);
   // f16: gradients of the loss times the scale, unscaled and checked before each update.
   LossScaler scaler(tc.precision == "f16", tc.loss_scale, tc.loss_scale_window);
+  if (scaler.enabled() && state.loss_scale > 0) scaler.restore(float(state.loss_scale), state.loss_scale_clean);
   LossLog interval;  // since the last log line
   auto t_log = Clock::now();
   const auto t_start = Clock::now();
@@ -388,6 +389,8 @@ int train_command(const std::vector<std::string>& args) {
     state.step = step;
     state.optim_steps = optim.steps_taken();
     state.cursor = train_data.cursor();
+    state.loss_scale = scaler.enabled() ? scaler.scale() : 0.0;
+    state.loss_scale_clean = scaler.clean_steps();
     const std::string path = io::checkpoint_path(tc.out_dir, step);
     if (whole) {
       const ArenaMoments wm = whole->moments();

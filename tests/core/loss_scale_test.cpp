@@ -56,6 +56,24 @@ TEST(LossScaler, DisabledIsANoOp) {
   EXPECT_EQ(s.scale(), 1.0f);
 }
 
+TEST(LossScaler, RestoresACheckpointedState) {
+  LossScaler a(true, 1024.0f, 4);
+  a.update(true);
+  a.update(true);
+  LossScaler b(true, 65536.0f, 4);
+  b.restore(a.scale(), a.clean_steps());
+  a.update(true);
+  a.update(true);
+  b.update(true);
+  b.update(true);
+  EXPECT_EQ(b.scale(), 2048.0f);  // the window carried over: two more clean steps doubled it
+  EXPECT_EQ(b.scale(), a.scale());
+  EXPECT_THROW(b.restore(0.5f, 0), Error);
+  EXPECT_THROW(b.restore(8.0f, 4), Error);  // a full window is not a state update() leaves
+  LossScaler off(false, 1.0f, 1);
+  EXPECT_THROW(off.restore(8.0f, 0), Error);
+}
+
 TEST(LossScaler, RejectsBadSettings) {
   EXPECT_THROW(LossScaler(true, 0.5f, 10), Error);
   EXPECT_THROW(LossScaler(true, 1024.0f, 0), Error);
