@@ -172,8 +172,6 @@ void check_cuda_scope(const TrainConfig& tc, const ModelConfig& mc, const LossCo
   CASTOR_CHECK(!mc.multimodal(), "--train.device cuda: image and audio adapters run on the cpu backend only so far "
                "(docs/gpu.md)");
   CASTOR_CHECK(loss.distill == 0, "--train.device cuda: --loss.distill runs on the cpu backend only so far");
-  CASTOR_CHECK(par.zero == 0, "--train.device cuda: ZeRO (--parallel.zero ", par.zero, ") runs on the cpu backend "
-               "only so far");
 }
 
 int train_command(const std::vector<std::string>& args) {

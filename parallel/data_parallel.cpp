@@ -160,9 +160,10 @@ ArenaMoments DataParallel::gather_moments(const AdamW& optim) {
 void DataParallel::scatter_moments(AdamW& optim, const ArenaMoments& whole) const {
   for (const auto& r : optim.shard().ranges) {
     const size_t n = r.arena_end - r.arena_begin;
-    std::memcpy(optim.exp_avg() + r.shard_offset, whole.exp_avg + r.arena_begin, n * sizeof(float));
-    std::memcpy(optim.exp_avg_sq() + r.shard_offset, whole.exp_avg_sq + r.arena_begin, n * sizeof(float));
+    backend_.copy(optim.exp_avg() + r.shard_offset, whole.exp_avg + r.arena_begin, n * sizeof(float));
+    backend_.copy(optim.exp_avg_sq() + r.shard_offset, whole.exp_avg_sq + r.arena_begin, n * sizeof(float));
   }
+  backend_.synchronize();
 }
 
 StateMemory DataParallel::memory(const AdamW& optim) const {
