@@ -32,9 +32,7 @@ using kernels::cpu::AttentionShape;
 // f16: the same roundings with 2^-11 in place of 2^-9, so out and dqkv allow a quarter of
 //   bf16's (2.5e-3, 5e-3); lse as bf16 (f16 products are exact in fp32 too).
 template <typename T>
-constexpr double kOutTol = std::is_same_v<T, float> ? 2e-5
-                           : std::is_same_v<T, f16> ? 2.5e-3
-                                                    : 1e-2;
+constexpr double kOutTol = attention_out_tolerance<T>();
 template <typename T>
 constexpr double kLseTol = std::is_same_v<T, float> ? 2e-5 : 1e-4;
 template <typename T>

@@ -24,9 +24,7 @@ using kernels::cpu::KvAttentionShape;
 // rounding of P and of the output to T for bf16 and f16 (4x finer for f16). matvec: fp32
 // products (exact for bf16 and f16) and sums on both sides, only the order differs.
 template <typename T>
-constexpr double kOutTol = std::is_same_v<T, float> ? 2e-5
-                           : std::is_same_v<T, f16> ? 2.5e-3
-                                                    : 1e-2;
+constexpr double kOutTol = attention_out_tolerance<T>();
 constexpr double kMatvecTol = 1e-5;
 
 std::string name(const KvAttentionShape& s) {
