@@ -32,7 +32,6 @@ double grad_error(const std::vector<float>& got, const std::vector<float>& want,
 
 template <typename T>
 class CudaActivation : public ::testing::Test {};
-using StorageTypes = ::testing::Types<float, bf16, f16>;
 TYPED_TEST_SUITE(CudaActivation, StorageTypes);
 
 const size_t kOffsets[] = {0, 1};  // 1: every pointer misaligned

@@ -159,7 +159,6 @@ std::vector<int32_t> segment_key_begin(const AttentionShape& s) {
 
 template <typename T>
 class CudaAttention : public ::testing::Test {};
-using StorageTypes = ::testing::Types<float, bf16, f16>;
 TYPED_TEST_SUITE(CudaAttention, StorageTypes);
 
 TYPED_TEST(CudaAttention, MatchesCpuOnShapes) {

@@ -27,6 +27,9 @@ using kernels::cuda::f16;
     ASSERT_EQ(e_, cudaSuccess) << #expr << ": " << cudaGetErrorString(e_);                 \
   } while (0)
 
+// The storage types every typed kernel test runs over.
+using StorageTypes = ::testing::Types<float, bf16, f16>;
+
 // Host float -> storage type T (round to nearest even for bf16 and f16) and back.
 template <typename T>
 T to_storage(float x) {

@@ -23,7 +23,6 @@ std::vector<float> slice(const std::vector<float>& v, size_t off, size_t n) {
 
 template <typename T>
 class CudaElementwise : public ::testing::Test {};
-using StorageTypes = ::testing::Types<float, bf16, f16>;
 TYPED_TEST_SUITE(CudaElementwise, StorageTypes);
 
 // Sizes not multiples of a pack or block; offset 1 makes every pointer misaligned.

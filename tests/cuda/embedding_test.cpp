@@ -22,7 +22,6 @@ constexpr double kFp32Tolerance = 1e-5;
 
 template <typename T>
 class CudaEmbedding : public ::testing::Test {};
-using StorageTypes = ::testing::Types<float, bf16, f16>;
 TYPED_TEST_SUITE(CudaEmbedding, StorageTypes);
 
 struct Case {

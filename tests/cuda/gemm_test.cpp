@@ -205,8 +205,7 @@ TYPED_TEST(CudaGemm, MisalignedOperandsAndCachedPlans) {
 // Bias and bias + GELU epilogues (C is T): C = [gelu](alpha op(A) op(B) + beta C + bias).
 template <typename T>
 class CudaGemmEpilogue : public ::testing::Test {};
-using EpilogueTypes = ::testing::Types<float, bf16, f16>;
-TYPED_TEST_SUITE(CudaGemmEpilogue, EpilogueTypes);
+TYPED_TEST_SUITE(CudaGemmEpilogue, StorageTypes);
 
 // cpu::gemm plus the bias on each row of the M x N block: the pre-activation.
 std::vector<float> cpu_gemm_bias(const Shape& s, float alpha, float beta, const std::vector<float>& a,

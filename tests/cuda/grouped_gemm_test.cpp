@@ -38,7 +38,6 @@ struct Shape {
 
 template <typename T>
 class CudaGroupedGemm : public ::testing::Test {};
-using StorageTypes = ::testing::Types<float, bf16, f16>;
 TYPED_TEST_SUITE(CudaGroupedGemm, StorageTypes);
 
 TYPED_TEST(CudaGroupedGemm, MatchesCpuPerExpert) {

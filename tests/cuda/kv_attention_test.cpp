@@ -83,7 +83,6 @@ void check_decode(const KvAttentionShape& s, bool masked, const Pad& pad) {
 
 template <typename T>
 class CudaKvAttention : public ::testing::Test {};
-using StorageTypes = ::testing::Types<float, bf16, f16>;
 TYPED_TEST_SUITE(CudaKvAttention, StorageTypes);
 
 TYPED_TEST(CudaKvAttention, DecodeMatchesCpu) {

@@ -128,8 +128,7 @@ void check_case(const kc::GemmContext& ctx, const Case& k, uint64_t seed) {
 
 template <typename T>
 class CudaLmHeadXent : public ::testing::Test {};
-using XentTypes = ::testing::Types<float, bf16, f16>;
-TYPED_TEST_SUITE(CudaLmHeadXent, XentTypes);
+TYPED_TEST_SUITE(CudaLmHeadXent, StorageTypes);
 
 TYPED_TEST(CudaLmHeadXent, MatchesCpu) {
   using T = TypeParam;

@@ -360,7 +360,6 @@ TEST(CudaMoePlan, SplitBatchBlocksMatchCpu) {
 
 template <typename T>
 class CudaMoeGather : public ::testing::Test {};
-using StorageTypes = ::testing::Types<float, bf16, f16>;
 TYPED_TEST_SUITE(CudaMoeGather, StorageTypes);
 
 TYPED_TEST(CudaMoeGather, PermuteAndCombineMatchCpu) {

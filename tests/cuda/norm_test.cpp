@@ -26,7 +26,6 @@ std::vector<float> slice(const std::vector<float>& v, size_t off, size_t n) {
 
 template <typename T>
 class CudaNorm : public ::testing::Test {};
-using StorageTypes = ::testing::Types<float, bf16, f16>;
 TYPED_TEST_SUITE(CudaNorm, StorageTypes);
 
 const int64_t kShapes[][2] = {{1, 1}, {1, 768}, {9, 1}, {37, 769}, {130, 1024}, {300, 64}, {5, 4104}};

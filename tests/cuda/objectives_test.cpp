@@ -43,7 +43,6 @@ void random_ranges(int64_t rows, int64_t n, uint64_t seed, std::vector<int32_t>*
 
 template <typename T>
 class CudaObjectives : public ::testing::Test {};
-using StorageTypes = ::testing::Types<float, bf16, f16>;
 TYPED_TEST_SUITE(CudaObjectives, StorageTypes);
 
 // ---- segment_mean ----

@@ -39,7 +39,6 @@ TEST(CudaRope, TableMatchesCpu) {
 
 template <typename T>
 class CudaRopeApply : public ::testing::Test {};
-using StorageTypes = ::testing::Types<float, bf16, f16>;
 TYPED_TEST_SUITE(CudaRopeApply, StorageTypes);
 
 struct Layout {
